@@ -1,0 +1,1 @@
+"""Alert episodes: when an alert opens and when it resolves."""

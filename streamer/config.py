@@ -1,0 +1,356 @@
+"""Typed configuration: one frozen tree, validated when it is loaded.
+
+Precedence, lowest to highest:
+
+1. defaults built into these classes (``config.yaml`` documents the same values);
+2. the YAML file given with ``--config``;
+3. environment variables ``STREAMER__<SECTION>__<KEY>=value`` (double underscore
+   between levels, case-insensitive; the value is parsed as a YAML scalar, so
+   ``STREAMER__BATCHING__MAX_BATCH=512`` is an int and
+   ``STREAMER__READINGS__CHANNELS='[temp, vibration]'`` a list).
+
+Secrets (``kafka.security.sasl_password``) may also come from a file
+(``sasl_password_file``) and are masked whenever the config is shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import yaml
+
+from streamer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "STREAMER__"
+MASK = "***"
+_SECRET_KEYS = frozenset({"sasl_password"})
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+UnitInterval = Annotated[float, msgspec.Meta(gt=0, le=1)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config section: immutable, unknown keys rejected."""
+
+
+class SecurityConfig(_Section, frozen=True):
+    """How the daemon authenticates to Kafka."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    sasl_password_file: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"sasl_mechanism is required with protocol {self.protocol}")
+            if self.sasl_username is None:
+                raise ValueError(f"sasl_username is required with protocol {self.protocol}")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError("set sasl_password (preferably from the environment) or "
+                                 "sasl_password_file")
+
+    def password(self) -> str | None:
+        """The SASL password, read from ``sasl_password_file`` when that is set."""
+        if self.sasl_password_file is not None:
+            return Path(self.sasl_password_file).read_text(encoding="utf-8").strip()
+        return self.sasl_password
+
+
+class KafkaConfig(_Section, frozen=True):
+    """Cluster address, topics, consumer group and client tuning."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "streamer"
+    group_id: str = "streamer"
+    input_topic: str = "readings"
+    alert_topic: str = "alerts"
+    dead_letter_topic: str = "readings-dlq"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: PositiveInt = 5000
+    fetch_max_wait_ms: NonNegativeInt = 20
+    session_timeout_ms: PositiveInt = 10_000
+    heartbeat_interval_ms: PositiveInt = 3_000
+    max_poll_interval_ms: PositiveInt = 300_000
+    request_timeout_ms: PositiveInt = 30_000
+    # The idempotent producer keeps retries from duplicating alerts. Some
+    # Kafka-protocol brokers (Tansu 0.6) reject the InitProducerId version
+    # aiokafka sends; turn it off for those and keep acks=all.
+    idempotent_producer: bool = True
+    producer_linger_ms: NonNegativeInt = 0
+    create_topics: bool = True
+    topic_partitions: PositiveInt = 6
+    replication_factor: PositiveInt = 1
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers must not be empty")
+
+
+class ReadingsConfig(_Section, frozen=True):
+    """What a valid reading looks like."""
+
+    # Channel names, in model input order. A reading with a scalar `value`
+    # fills the single channel of a one-channel deployment.
+    channels: list[str] = msgspec.field(default_factory=lambda: ["value"])
+    # Devices whose id does not match are rejected as `unknown_device`.
+    device_id_pattern: str = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
+    max_message_bytes: PositiveInt = 65_536
+    # Event timestamps further ahead of the wall clock than this are rejected.
+    max_future_ms: PositiveInt = 86_400_000
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("channels must name at least one channel")
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels must be unique")
+        try:
+            re.compile(self.device_id_pattern)
+        except re.error as exc:
+            raise ValueError(f"device_id_pattern is not a valid regex: {exc}") from exc
+
+
+class BuffersConfig(_Section, frozen=True):
+    """Per-device ring buffers held in one preallocated table."""
+
+    window: Annotated[int, msgspec.Meta(ge=2, le=4096)] = 64
+    initial_devices: PositiveInt = 1024
+    # New devices beyond this many are rejected as `device_limit`, which
+    # bounds memory under a flood of new ids.
+    max_devices: PositiveInt = 1_000_000
+
+
+class BatchingConfig(_Section, frozen=True):
+    """Micro-batching between fetch and scoring."""
+
+    max_batch: PositiveInt = 4096
+    max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Fetched batches waiting to be scored; fetching pauses when it is full.
+    queue_size: PositiveInt = 16
+
+
+class BaselineConfig(_Section, frozen=True):
+    """Damped-trend Holt forecaster (exponential smoothing of level and trend)."""
+
+    alpha: UnitInterval = 0.5
+    beta: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
+    phi: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.9
+
+
+class PredictorConfig(_Section, frozen=True):
+    """Which forecaster scores readings."""
+
+    kind: Literal["baseline"] = "baseline"
+    baseline: BaselineConfig = msgspec.field(default_factory=BaselineConfig)
+
+
+class ThresholdsConfig(_Section, frozen=True):
+    """Dynamic per-device threshold on the forecast residual."""
+
+    method: Literal["zscore"] = "zscore"
+    # EWMA span of the residual smoothing (1 = no smoothing).
+    smoothing_span: Annotated[float, msgspec.Meta(ge=1)] = 2.0
+    # Span of the exponentially weighted mean and variance of the smoothed residual.
+    window: Annotated[int, msgspec.Meta(ge=16)] = 200
+    z: PositiveFloat = 5.0
+    # Readings a device must have before it is scored.
+    warmup: NonNegativeInt = 40
+    # Standard deviation floor, so a perfectly flat signal does not alert on noise-free jitter.
+    min_std: Annotated[float, msgspec.Meta(ge=0)] = 1e-6
+
+
+class AlertsConfig(_Section, frozen=True):
+    """When alert episodes open and resolve."""
+
+    # Consecutive normal readings that close an open episode.
+    resolve_after: PositiveInt = 20
+
+
+class MetricsConfig(_Section, frozen=True):
+    """Prometheus endpoint and health probes."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104  # scraped from outside the pod/host by design
+    port: Port = 9108
+    lag_interval_s: PositiveFloat = 5.0
+
+
+class RuntimeConfig(_Section, frozen=True):
+    """Process lifecycle."""
+
+    shutdown_timeout_s: PositiveFloat = 15.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section, frozen=True):
+    """The whole configuration tree."""
+
+    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    readings: ReadingsConfig = msgspec.field(default_factory=ReadingsConfig)
+    buffers: BuffersConfig = msgspec.field(default_factory=BuffersConfig)
+    batching: BatchingConfig = msgspec.field(default_factory=BatchingConfig)
+    predictor: PredictorConfig = msgspec.field(default_factory=PredictorConfig)
+    thresholds: ThresholdsConfig = msgspec.field(default_factory=ThresholdsConfig)
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.buffers.initial_devices > self.buffers.max_devices:
+            raise ValueError("buffers.initial_devices must not exceed buffers.max_devices")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load, merge and validate the configuration.
+
+    Args:
+        path: YAML file; ``None`` uses the built-in defaults only.
+        environ: Environment to read ``STREAMER__*`` overrides from
+            (``os.environ`` when ``None``).
+
+    Returns:
+        The validated, frozen configuration.
+
+    Raises:
+        ConfigError: The file cannot be read or a value is invalid; the message
+            names the source and the key path.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    overrides = env_overrides(os.environ if environ is None else environ)
+    for override_path, value in overrides.items():
+        _set_path(raw, override_path, value, source="environment")
+    try:
+        return msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        key_path, reason = _split_validation_error(str(exc))
+        where = "environment" if _overridden(key_path, overrides) else source
+        got = _lookup(raw, key_path)
+        if got is not _MISSING and "got" not in reason and not isinstance(got, dict):
+            reason = f"{reason}, got {got!r}"
+        raise ConfigError(where, key_path, reason) from None
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
+    """Collect ``STREAMER__A__B=value`` variables as ``{("a", "b"): value}``.
+
+    >>> env_overrides({"STREAMER__BATCHING__MAX_BATCH": "512", "HOME": "/root"})
+    {('batching', 'max_batch'): 512}
+    """
+    overrides: dict[tuple[str, ...], Any] = {}
+    for name, text in environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        key_path = tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__") if part)
+        if not key_path:
+            continue
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        # Secrets stay strings even when they look like numbers.
+        if key_path[-1] in _SECRET_KEYS:
+            value = text
+        overrides[key_path] = value
+    return overrides
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The config as plain data with every secret replaced by ``***``."""
+    data: dict[str, Any] = msgspec.to_builtins(config)
+    _mask_in_place(data)
+    return data
+
+
+def log_effective_config(config: Config) -> None:
+    """Log the effective configuration once, secrets masked."""
+    log.info("effective configuration: %s", msgspec.json.encode(masked(config)).decode())
+
+
+def _mask_in_place(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _SECRET_KEYS and value is not None:
+                node[key] = MASK
+            else:
+                _mask_in_place(value)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "", f"must be a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _set_path(raw: dict[str, Any], key_path: tuple[str, ...], value: Any, *, source: str) -> None:
+    node = raw
+    for depth, key in enumerate(key_path[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(source, ".".join(key_path[: depth + 1]), "is not a section")
+        node = child
+    node[key_path[-1]] = value
+
+
+_ERROR_PATH = re.compile(r"^(?P<reason>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_MISSING = object()
+
+
+def _split_validation_error(message: str) -> tuple[str, str]:
+    match = _ERROR_PATH.match(message)
+    if match is None:
+        return "", message
+    path = match["path"].lstrip(".")
+    path = re.sub(r"\[(\d+)\]", r".\1", path)
+    return path, match["reason"]
+
+
+def _lookup(raw: dict[str, Any], key_path: str) -> Any:
+    node: Any = raw
+    for key in key_path.split(".") if key_path else []:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            return _MISSING
+    return node
+
+
+def _overridden(key_path: str, overrides: Mapping[tuple[str, ...], Any]) -> bool:
+    parts = tuple(key_path.split(".")) if key_path else ()
+    return any(parts[: len(k)] == k or k[: len(parts)] == parts for k in overrides if parts)

@@ -1,0 +1,1 @@
+"""Thin wrappers over aiokafka: the daemon's seams to Kafka."""

@@ -1,0 +1,95 @@
+"""Build aiokafka clients from the config, and make sure topics exist."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from streamer.config import KafkaConfig
+from streamer.errors import BrokerError, TopicSetupError
+
+log = logging.getLogger(__name__)
+
+
+def connection_kwargs(config: KafkaConfig) -> dict[str, Any]:
+    """Address and security settings shared by every client."""
+    security = config.security
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers,
+        "client_id": config.client_id,
+        "security_protocol": security.protocol,
+        "request_timeout_ms": config.request_timeout_ms,
+    }
+    if security.protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = create_ssl_context(
+            cafile=security.ssl_cafile, certfile=security.ssl_certfile, keyfile=security.ssl_keyfile
+        )
+    if security.protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = security.sasl_mechanism
+        kwargs["sasl_plain_username"] = security.sasl_username
+        kwargs["sasl_plain_password"] = security.password()
+    return kwargs
+
+
+def make_consumer(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
+    """A group consumer with manual commits (offsets follow finished work only)."""
+    return AIOKafkaConsumer(
+        group_id=config.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset=config.auto_offset_reset,
+        max_poll_records=min(config.max_poll_records, max_records),
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        max_poll_interval_ms=config.max_poll_interval_ms,
+        **connection_kwargs(config),
+    )
+
+
+def make_producer(config: KafkaConfig) -> AIOKafkaProducer:
+    """Producer for alerts and dead letters: every write acknowledged by all replicas."""
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=config.idempotent_producer,
+        linger_ms=config.producer_linger_ms,
+        **connection_kwargs(config),
+    )
+
+
+async def ensure_topics(config: KafkaConfig, topics: Sequence[str]) -> None:
+    """Create the topics that do not exist yet (when ``kafka.create_topics``).
+
+    Raises:
+        TopicSetupError: A topic is missing and may not or could not be created.
+        BrokerError: The cluster could not be reached.
+    """
+    admin = AIOKafkaAdminClient(**connection_kwargs(config))
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {config.bootstrap_servers}: {exc}") from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not missing:
+            return
+        if not config.create_topics:
+            raise TopicSetupError(missing[0], "does not exist and kafka.create_topics is false")
+        log.info("creating topics %s (%d partitions, replication %d)", missing,
+                 config.topic_partitions, config.replication_factor)
+        try:
+            await admin.create_topics([
+                NewTopic(name, config.topic_partitions, config.replication_factor) for name in missing
+            ])
+        except TopicAlreadyExistsError:
+            log.debug("topics were created concurrently")
+    except KafkaError as exc:
+        raise BrokerError(f"topic setup failed: {exc}") from exc
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""Micro-batching and batched scoring of readings."""

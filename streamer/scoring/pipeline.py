@@ -1,0 +1,233 @@
+"""The scoring step: one micro-batch of readings in, decisions and alerts out.
+
+Runs off the event loop (in the daemon's single scoring thread) and is free
+of Kafka, so evaluation and benchmarks drive exactly the code the daemon runs.
+
+A batch may hold several readings of one device (a burst). Readings are
+grouped into *rounds*: round k holds the k-th reading of every device in the
+batch, in arrival order. Each round is one vectorised call over distinct
+devices, so per-device order is kept and the common case (one reading per
+device per batch) is a single round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.alerts.episodes import EpisodeTracker, alert_id
+from streamer.codec import Alert, ReadingBatch, Rejection
+from streamer.config import Config
+from streamer.scoring.baseline import HoltPredictor
+from streamer.scoring.predictor import Predictor
+from streamer.state.registry import NO_SLOT, DeviceRegistry
+from streamer.thresholds.zscore import RollingZScore, ThresholdResult
+
+IndexArray = npt.NDArray[np.intp]
+
+_DEVICE_LIMIT = "buffers.max_devices reached; new devices are not admitted"
+_DUPLICATE = "same event time as the device's last accepted reading"
+_OUT_OF_ORDER = "older than the device's last accepted reading"
+
+
+@dataclass
+class ScoreResult:
+    """What scoring one batch decided."""
+
+    scored: int = 0
+    warmup: int = 0
+    # Readings rejected while scoring (record_index as in the ReadingBatch).
+    rejections: list[Rejection] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    model_seconds: float = 0.0
+    decided_at: float = 0.0  # wall clock (s)
+    # Per processed (not rejected) reading, for latency histograms.
+    event_ts_ms: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    fetched_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+    # Per-row anomaly score (NaN for rejected and warm-up rows); used by evaluation.
+    scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+
+
+@dataclass(frozen=True)
+class _RoundChanges:
+    """A round in which episodes opened or resolved (alerts are built after timing)."""
+
+    batch_rows: IndexArray
+    decision: ThresholdResult
+    forecast: npt.NDArray[np.float64]
+    opened: IndexArray
+    resolved: IndexArray
+    episode_start: npt.NDArray[np.int64]
+
+
+def rounds(slots: IndexArray) -> list[IndexArray]:
+    """Split batch rows into rounds of distinct slots, keeping per-slot order.
+
+    >>> [r.tolist() for r in rounds(np.array([5, 7, 5, 5, 7]))]
+    [[0, 1], [2, 4], [3]]
+    """
+    n = len(slots)
+    if n == 0:
+        return []
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = sorted_slots[1:] != sorted_slots[:-1]
+    if starts.all():
+        return [np.arange(n)]
+    positions = np.arange(n)
+    group_start = np.maximum.accumulate(np.where(starts, positions, 0))
+    rank = np.empty(n, dtype=np.intp)
+    rank[order] = positions - group_start
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(1, int(rank.max()) + 1))
+    return list(np.split(by_rank, bounds))
+
+
+class ScoringPipeline:
+    """Registry, predictor, threshold and alert episodes wired together."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        predictor: Predictor | None = None,
+    ) -> None:
+        self.config = config
+        self.channels = list(config.readings.channels)
+        channel_count = len(self.channels)
+        self.registry = DeviceRegistry(
+            window=config.buffers.window,
+            channels=channel_count,
+            initial_devices=config.buffers.initial_devices,
+            max_devices=config.buffers.max_devices,
+        )
+        table = self.registry.table
+        self.predictor: Predictor = predictor or HoltPredictor(
+            table, channel_count, config.predictor.baseline
+        )
+        self.threshold = RollingZScore(table, channel_count, config.thresholds)
+        self.episodes = EpisodeTracker(table, config.alerts.resolve_after)
+        self.warmup = config.thresholds.warmup
+
+    def score(self, batch: ReadingBatch) -> ScoreResult:
+        """Score every reading of ``batch``; see the module docstring for ordering."""
+        result = ScoreResult()
+        n = len(batch)
+        result.scores = np.full(n, np.nan)
+        if n == 0:
+            result.decided_at = time.time()
+            return result
+        slots = self.registry.resolve(batch.device_ids)
+        admitted = slots != NO_SLOT
+        result.rejections.extend(
+            Rejection(int(batch.record_index[row]), "device_limit", _DEVICE_LIMIT)
+            for row in np.flatnonzero(~admitted).tolist()
+        )
+        processed = np.zeros(n, dtype=bool)
+        rows = np.flatnonzero(admitted)
+        changes: list[_RoundChanges] = []
+        for round_rows in rounds(slots[rows]):
+            batch_rows = rows[round_rows]
+            accepted = self._score_round(batch, slots, batch_rows, result, changes)
+            processed[accepted] = True
+
+        result.decided_at = time.time()
+        result.event_ts_ms = batch.ts_ms[processed]
+        result.fetched_at = batch.fetched_at[processed]
+        for change in changes:
+            for kind, picks in (("open", change.opened), ("resolve", change.resolved)):
+                result.alerts.extend(
+                    self._alert(kind, batch, change, pick, result.decided_at) for pick in picks.tolist()
+                )
+        result.alerts.sort(key=lambda a: a.ts)
+        return result
+
+    def _score_round(
+        self,
+        batch: ReadingBatch,
+        slots: IndexArray,
+        batch_rows: IndexArray,
+        result: ScoreResult,
+        changes: list[_RoundChanges],
+    ) -> IndexArray:
+        table = self.registry.table
+        round_slots = slots[batch_rows]
+        ts = batch.ts_ms[batch_rows]
+        last_ts = table["last_ts"][round_slots]
+        stale = ts <= last_ts
+        if stale.any():
+            duplicates = (ts == last_ts)[stale].tolist()
+            result.rejections.extend(
+                Rejection(int(batch.record_index[row]), "duplicate_timestamp", _DUPLICATE)
+                if duplicate else Rejection(int(batch.record_index[row]), "out_of_order", _OUT_OF_ORDER)
+                for row, duplicate in zip(batch_rows[stale].tolist(), duplicates, strict=True)
+            )
+            keep = ~stale
+            batch_rows, round_slots, ts = batch_rows[keep], round_slots[keep], ts[keep]
+            if len(batch_rows) == 0:
+                return batch_rows
+        values = batch.values[batch_rows]
+
+        started = time.perf_counter()
+        forecast = self.predictor.forecast(round_slots)
+        self.predictor.observe(round_slots, values)
+        result.model_seconds += time.perf_counter() - started
+
+        residual = values - forecast
+        seen = table["seen"]
+        scored = (seen[round_slots] >= self.warmup) & np.isfinite(residual).all(axis=1)
+        self.registry.rings.append(round_slots, values)
+        table["last_ts"][round_slots] = ts
+        seen[round_slots] += 1
+
+        decision = self.threshold.update(round_slots, residual, scored)
+        episode = self.episodes.update(round_slots, ts, decision.anomalous, scored)
+        scored_count = int(np.count_nonzero(scored))
+        result.scored += scored_count
+        result.warmup += len(batch_rows) - scored_count
+        result.scores[batch_rows] = np.where(scored, decision.score, np.nan)
+        if episode.opened.size or episode.resolved.size:
+            changes.append(
+                _RoundChanges(batch_rows, decision, forecast, episode.opened, episode.resolved,
+                              episode.episode_start)
+            )
+        return batch_rows
+
+    def _alert(
+        self,
+        kind: str,
+        batch: ReadingBatch,
+        change: _RoundChanges,
+        pick: int,
+        decided_at: float,
+    ) -> Alert:
+        decision = change.decision
+        row = int(change.batch_rows[pick])
+        channel = int(decision.channel[pick])
+        device_id = batch.device_ids[row]
+        actual = float(batch.values[row, channel])
+        predicted = float(change.forecast[pick, channel])
+        start = int(change.episode_start[pick])
+        ts = int(batch.ts_ms[row])
+        return Alert(
+            alert_id=alert_id(device_id, start, self.predictor.version),
+            event="open" if kind == "open" else "resolve",
+            device_id=device_id,
+            ts=ts,
+            episode_start_ts=start,
+            channel=self.channels[channel],
+            actual=actual,
+            forecast=predicted,
+            residual=actual - predicted,
+            smoothed_residual=float(decision.smoothed[pick]),
+            threshold=float(decision.threshold[pick]),
+            score=float(decision.score[pick]),
+            method=self.threshold.method,
+            model_version=self.predictor.version,
+            processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
+            latency_ms=round(decided_at * 1000.0 - ts, 3),
+        )

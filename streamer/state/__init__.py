@@ -1,0 +1,1 @@
+"""Per-device detector state held in preallocated numpy tables."""

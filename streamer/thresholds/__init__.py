@@ -1,0 +1,1 @@
+"""Per-device dynamic thresholds on forecast residuals."""
