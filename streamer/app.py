@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 1.0
 # Watchdog period for event-loop lag and the liveness heartbeat.
 WATCHDOG_INTERVAL_S = 0.5
-# Gauges that scan the whole device table are refreshed at this period.
-GAUGE_INTERVAL_S = 2.0
 # A revoke runs inside the rebalance callback; finishing queued work must stay
 # well within the session timeout or the group moves on without us.
 REVOKE_DRAIN_FRACTION = 0.5
@@ -282,7 +280,7 @@ class Daemon:
             self.metrics.devices_warming.set(registry.warming_up(warmup))
             self.metrics.episodes_open.set(self.pipeline.episodes.open_count())
             await self._report_lag()
-            await asyncio.sleep(GAUGE_INTERVAL_S)
+            await asyncio.sleep(self.config.metrics.refresh_interval_s)
 
     async def _report_lag(self) -> None:
         consumer = self._consumer

@@ -191,7 +191,8 @@ class MetricsConfig(_Section, frozen=True):
     enabled: bool = True
     host: str = "0.0.0.0"  # noqa: S104  # scraped from outside the pod/host by design
     port: Port = 9108
-    lag_interval_s: PositiveFloat = 5.0
+    # Period of the gauges that scan state or ask the consumer (devices, lag).
+    refresh_interval_s: PositiveFloat = 2.0
 
 
 class RuntimeConfig(_Section, frozen=True):
@@ -245,7 +246,9 @@ def load_config(
     for override_path, value in overrides.items():
         _set_path(raw, override_path, value, source="environment")
     try:
-        return msgspec.convert(raw, Config)
+        # Lax mode: PyYAML (YAML 1.1) reads "1e-6" as a string; accept numeric
+        # and boolean strings where numbers and booleans are expected.
+        return msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as exc:
         key_path, reason = _split_validation_error(str(exc))
         where = "environment" if _overridden(key_path, overrides) else source

@@ -1,0 +1,66 @@
+import asyncio
+
+import pytest
+
+from streamer.codec import DecodedBatch, ReadingBatch
+from streamer.scoring.batcher import Fetched, MicroBatcher
+
+
+def fetched(n: int) -> Fetched:
+    return Fetched(records=[object()] * n, decoded=DecodedBatch(ReadingBatch.empty(1)))  # type: ignore[list-item]
+
+
+async def test_flushes_as_soon_as_max_batch_is_reached() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=5, max_wait_ms=60_000, queue_size=10)
+    items = [fetched(2), fetched(3), fetched(1)]
+    for item in items:
+        await batcher.put(item)
+    # A 60 s wait would hang the test if the size limit did not flush.
+    batch = await asyncio.wait_for(batcher.next_batch(), timeout=5)
+    assert batch == items[:2]
+    assert batcher.qsize() == 1
+
+
+async def test_flushes_after_max_wait_with_fewer() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=100, max_wait_ms=5, queue_size=10)
+    first, second = fetched(1), fetched(2)
+    await batcher.put(first)
+    await batcher.put(second)
+    batch = await asyncio.wait_for(batcher.next_batch(), timeout=5)
+    assert batch == [first, second]
+    assert sum(len(item) for item in batch) == 3
+
+
+async def test_close_drains_then_returns_empty() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=100, max_wait_ms=1, queue_size=10)
+    item = fetched(4)
+    await batcher.put(item)
+    await batcher.close()
+    await batcher.close()  # idempotent
+    assert await asyncio.wait_for(batcher.next_batch(), timeout=5) == [item]
+    assert await asyncio.wait_for(batcher.next_batch(), timeout=5) == []
+    assert await asyncio.wait_for(batcher.next_batch(), timeout=5) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        await batcher.put(fetched(1))
+
+
+async def test_close_wakes_a_waiting_consumer() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=100, max_wait_ms=1, queue_size=10)
+    waiter = asyncio.create_task(batcher.next_batch())
+    await asyncio.sleep(0)
+    await batcher.close()
+    assert await asyncio.wait_for(waiter, timeout=5) == []
+
+
+async def test_put_blocks_while_queue_is_full() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=1, max_wait_ms=1, queue_size=2)
+    await batcher.put(fetched(1))
+    await batcher.put(fetched(1))
+    assert batcher.qsize() == 2
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.put(fetched(1)), timeout=0.05)
+    assert batcher.qsize() == 2
+    # Taking a batch makes room again.
+    assert len(await batcher.next_batch()) == 1
+    await asyncio.wait_for(batcher.put(fetched(1)), timeout=5)
+    assert batcher.qsize() == 2

@@ -1,0 +1,68 @@
+import numpy as np
+
+from streamer.state.registry import NEVER, NO_SLOT, DeviceRegistry
+
+
+def make(initial: int = 2, maximum: int = 100) -> DeviceRegistry:
+    return DeviceRegistry(window=4, channels=1, initial_devices=initial, max_devices=maximum)
+
+
+def test_resolve_assigns_stable_slots_in_arrival_order() -> None:
+    registry = make()
+    first = registry.resolve(["a", "b"])
+    assert first.tolist() == [0, 1]
+    again = registry.resolve(["b", "c", "a"])
+    assert again.tolist() == [1, 2, 0]
+    assert len(registry) == 3
+    assert registry.slot("c") == 2
+    assert registry.slot("zzz") is None
+    assert registry.device_id(1) == "b"
+
+
+def test_repeated_new_id_in_one_batch_gets_one_slot() -> None:
+    registry = make()
+    slots = registry.resolve(["x", "y", "x", "x", "y"])
+    assert slots.tolist() == [0, 1, 0, 0, 1]
+    assert len(registry) == 2
+
+
+def test_max_devices_gives_no_slot_to_new_devices_only() -> None:
+    registry = make(initial=2, maximum=2)
+    slots = registry.resolve(["a", "b", "c", "a", "c"])
+    assert slots.tolist() == [0, 1, NO_SLOT, 0, NO_SLOT]
+    assert len(registry) == 2
+    assert registry.slot("c") is None
+    assert registry.resolve(["b"]).tolist() == [1]  # known devices still resolve
+
+
+def test_growth_beyond_initial_capacity_keeps_rows() -> None:
+    registry = make(initial=2)
+    table = registry.table
+    slots = registry.resolve(["a", "b"])
+    table["seen"][slots] = [5, 6]
+    table["last_ts"][slots] = [100, 200]
+    registry.rings.append(slots, np.array([[1.0], [2.0]], dtype=np.float32))
+    new = registry.resolve([f"n{i}" for i in range(5)])
+    assert new.tolist() == [2, 3, 4, 5, 6]
+    assert table.capacity >= 7
+    assert table["seen"][:2].tolist() == [5, 6]
+    assert table["last_ts"][:2].tolist() == [100, 200]
+    assert table["last_ts"][2:7].tolist() == [NEVER] * 5
+    assert registry.rings.windows(np.array([1]))[0, -1, 0] == 2.0
+    assert registry.rings.filled(new).tolist() == [0] * 5
+
+
+def test_initial_capacity_is_capped_by_max_devices() -> None:
+    registry = make(initial=50, maximum=3)
+    assert registry.table.capacity == 3
+
+
+def test_warming_up_counts_known_devices_below_warmup() -> None:
+    registry = make(initial=8)
+    slots = registry.resolve(["a", "b", "c"])
+    registry.table["seen"][slots] = [0, 5, 10]
+    assert registry.warming_up(5) == 1
+    assert registry.warming_up(10) == 2
+    assert registry.warming_up(11) == 3
+    # unused capacity rows are not counted as devices
+    assert registry.warming_up(1) == 1

@@ -1,0 +1,219 @@
+import logging
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from streamer.config import (
+    MASK,
+    Config,
+    SecurityConfig,
+    env_overrides,
+    load_config,
+    log_effective_config,
+    masked,
+)
+from streamer.errors import ConfigError, StreamerError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_load_without_file_or_environment() -> None:
+    config = load_config(None, environ={})
+    assert config == Config()
+    assert config.thresholds.window == 200
+    assert config.batching.max_batch == 4096
+    assert config.readings.channels == ["value"]
+    assert config.kafka.security.protocol == "PLAINTEXT"
+
+
+def test_yaml_file_overrides_defaults_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = write(tmp_path, "thresholds:\n  window: 300\n  z: 4.5\nkafka:\n  input_topic: sensors\n")
+    config = load_config(path, environ={})
+    assert config.thresholds.window == 300
+    assert config.thresholds.z == 4.5
+    assert config.kafka.input_topic == "sensors"
+    assert config.thresholds.warmup == Config().thresholds.warmup
+    assert config.kafka.alert_topic == "alerts"
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), environ={}) == Config()
+
+
+def test_env_override_parses_yaml_scalars() -> None:
+    config = load_config(
+        None,
+        environ={
+            "STREAMER__BATCHING__MAX_BATCH": "512",
+            "STREAMER__READINGS__CHANNELS": "[temp, vibration]",
+            "STREAMER__METRICS__ENABLED": "false",
+            "HOME": "/root",
+        },
+    )
+    assert config.batching.max_batch == 512
+    assert config.readings.channels == ["temp", "vibration"]
+    assert config.metrics.enabled is False
+
+
+def test_env_override_names_are_case_insensitive() -> None:
+    config = load_config(None, environ={"streamer__batching__queue_size": "3"})
+    assert config.batching.queue_size == 3
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "batching:\n  max_batch: 100\n  queue_size: 7\n")
+    config = load_config(path, environ={"STREAMER__BATCHING__MAX_BATCH": "200"})
+    assert config.batching.max_batch == 200  # env wins
+    assert config.batching.queue_size == 7  # file value kept where env is silent
+
+
+def test_env_overrides_collects_only_prefixed_variables() -> None:
+    assert env_overrides({"STREAMER__KAFKA__SECURITY__PROTOCOL": "SSL", "PATH": "/bin"}) == {
+        ("kafka", "security", "protocol"): "SSL"
+    }
+
+
+def test_secret_from_env_stays_a_string_even_when_numeric() -> None:
+    overrides = env_overrides({"STREAMER__KAFKA__SECURITY__SASL_PASSWORD": "012345"})
+    assert overrides == {("kafka", "security", "sasl_password"): "012345"}
+
+
+def test_invalid_file_value_names_file_key_path_and_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "thresholds:\n  window: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    message = str(info.value)
+    assert message.startswith(f"{path}: thresholds.window: ")
+    assert "4" in message.removeprefix(f"{path}: thresholds.window: ")
+    assert info.value.source == str(path)
+    assert info.value.key_path == "thresholds.window"
+    assert isinstance(info.value, StreamerError)
+
+
+def test_invalid_literal_names_the_bad_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "runtime:\n  log_level: TRACE\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}: runtime.log_level: ")
+    assert "TRACE" in str(info.value)
+
+
+def test_unknown_key_is_rejected_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "thresholds:\n  windw: 300\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}: thresholds")
+    assert "windw" in str(info.value)
+
+
+def test_unknown_key_in_file_is_not_blamed_on_an_unrelated_env_override(tmp_path: Path) -> None:
+    # The typo is in the file; the environment only sets a valid sibling key.
+    path = write(tmp_path, "thresholds:\n  windw: 300\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"STREAMER__THRESHOLDS__Z": "4"})
+    assert info.value.source == str(path)
+    assert "windw" in str(info.value)
+
+
+def test_env_caused_error_names_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "thresholds:\n  z: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"STREAMER__THRESHOLDS__WINDOW": "3"})
+    assert str(info.value).startswith("environment: thresholds.window: ")
+    assert "3" in info.value.reason
+
+
+def test_unreadable_file_raises_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(missing, environ={})
+    assert str(info.value).startswith(str(missing))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "thresholds: [\n"])
+def test_non_mapping_or_broken_yaml_is_rejected(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.source == str(path)
+
+
+def test_sasl_without_username_fails(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: PLAIN\n    sasl_password: x\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key_path == "kafka.security"
+    assert "sasl_username" in str(info.value)
+
+
+def test_cross_field_check_runs_on_load(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  session_timeout_ms: 1000\n  heartbeat_interval_ms: 1000\n")
+    with pytest.raises(ConfigError, match="heartbeat_interval_ms"):
+        load_config(path, environ={})
+
+
+def sasl_config(tmp_path: Path) -> Config:
+    path = write(
+        tmp_path,
+        "kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: SCRAM-SHA-512\n"
+        "    sasl_username: svc\n",
+    )
+    return load_config(path, environ={"STREAMER__KAFKA__SECURITY__SASL_PASSWORD": "hunter2"})
+
+
+def test_masked_hides_secrets_but_keeps_other_values(tmp_path: Path) -> None:
+    config = sasl_config(tmp_path)
+    assert config.kafka.security.password() == "hunter2"
+    shown = masked(config)
+    assert shown["kafka"]["security"]["sasl_password"] == MASK
+    assert shown["kafka"]["security"]["sasl_username"] == "svc"
+    assert "hunter2" not in repr(shown)
+    # masking works on a copy: the config itself still holds the secret
+    assert config.kafka.security.sasl_password == "hunter2"
+
+
+def test_log_effective_config_masks_secrets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = sasl_config(tmp_path)
+    with caplog.at_level(logging.INFO, logger="streamer.config"):
+        log_effective_config(config)
+    assert "effective configuration" in caplog.text
+    assert "SCRAM-SHA-512" in caplog.text
+    assert MASK in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_password_is_read_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "password.txt"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    security = SecurityConfig(
+        protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="svc",
+        sasl_password_file=str(secret),
+    )
+    assert security.password() == "s3cret"
+
+
+def test_config_is_frozen() -> None:
+    config = load_config(None, environ={})
+    with pytest.raises(AttributeError):
+        config.thresholds.z = 1.0  # type: ignore[misc]
+    changed = msgspec.structs.replace(config.thresholds, z=1.0)
+    assert changed.z == 1.0
+    assert config.thresholds.z == 5.0
+
+
+def test_repository_config_yaml_matches_built_in_defaults() -> None:
+    documented = REPO_ROOT / "config.yaml"
+    assert documented.is_file(), f"{documented} should document the defaults"
+    assert load_config(documented, environ={}) == load_config(None, environ={})

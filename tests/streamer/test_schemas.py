@@ -1,0 +1,85 @@
+"""The published JSON Schemas agree with what the code reads and writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import pytest
+
+from streamer.codec import (
+    REASONS,
+    Alert,
+    ReadingDecoder,
+    Rejection,
+    dead_letter,
+    encode_alert,
+    encode_dead_letter,
+)
+from streamer.config import ReadingsConfig
+
+
+def _schema(name: str) -> dict[str, Any]:
+    text = resources.files("streamer").joinpath("schemas", f"{name}.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+@dataclass
+class _Record:
+    value: bytes | None
+    key: bytes | None = b"pump-17"
+    topic: str = "readings"
+    partition: int = 0
+    offset: int = 0
+    timestamp: int = 0
+
+
+def _decoder() -> ReadingDecoder:
+    readings = ReadingsConfig()
+    return ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
+                          max_message_bytes=readings.max_message_bytes, max_future_ms=readings.max_future_ms)
+
+
+@pytest.mark.parametrize("payload", [
+    {"device_id": "pump-17", "ts": 1700000000000, "value": 3.2},
+    {"device_id": "pump-17", "ts": "2023-11-14T22:13:20Z", "value": 3},
+])
+def test_valid_readings_match_schema_and_decode(payload: dict[str, Any]) -> None:
+    jsonschema.validate(payload, _schema("reading"))
+    decoded = _decoder().decode([_Record(json.dumps(payload).encode())], fetched_at=1.8e9)
+    assert len(decoded.readings) == 1
+    assert decoded.rejections == []
+
+
+@pytest.mark.parametrize("payload", [
+    {"device_id": "pump-17", "value": 3.2},
+    {"device_id": "pump-17", "ts": 1, "value": "3.2"},
+    {"device_id": "pump-17", "ts": 1},
+    {"device_id": "pump-17", "ts": 1, "value": 1.0, "values": {"value": 1.0}},
+])
+def test_invalid_readings_fail_schema_and_are_rejected(payload: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, _schema("reading"))
+    decoded = _decoder().decode([_Record(json.dumps(payload).encode())], fetched_at=1.8e9)
+    assert len(decoded.readings) == 0
+    assert len(decoded.rejections) == 1
+
+
+def test_alert_matches_schema() -> None:
+    alert = Alert(alert_id="55ee746e-bf48-57ad-90b6-4e27698229ad", event="open", device_id="pump-17",
+                  ts=1700000000000, episode_start_ts=1700000000000, channel="value", actual=9.0,
+                  forecast=1.0, residual=8.0, smoothed_residual=6.0, threshold=4.0, score=0.99,
+                  method="zscore", model_version="baseline-abc", processing_ms=1.2, latency_ms=20.5)
+    jsonschema.validate(json.loads(encode_alert(alert)), _schema("alert"))
+
+
+def test_dead_letter_matches_schema_and_lists_every_reason() -> None:
+    schema = _schema("dead_letter")
+    assert schema["properties"]["reason"]["enum"] == list(REASONS)
+    letter = dead_letter(_Record(b"\xff{not json", key=None), Rejection(0, "malformed_json", "bad"), 5)
+    jsonschema.validate(json.loads(encode_dead_letter(letter)), schema)
