@@ -155,7 +155,9 @@ class Daemon:
             for task in (fetch, score, stop, *helpers):
                 task.cancel()
             await asyncio.gather(fetch, score, stop, *helpers, return_exceptions=True)
-        await self.commit()
+            # Only finished work is ever marked done, so committing it is
+            # right even when a loop failed: less to replay for the next owner.
+            await self.commit()
 
     async def _close(self) -> None:
         self.health.ready = False

@@ -15,6 +15,7 @@ Secrets (``kafka.security.sasl_password``) may also come from a file
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -239,23 +240,36 @@ def load_config(
             names the source and the key path.
     """
     source = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = _read_yaml(Path(path))
+    from_file: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     overrides = env_overrides(os.environ if environ is None else environ)
+    raw = copy.deepcopy(from_file)
     for override_path, value in overrides.items():
         _set_path(raw, override_path, value, source="environment")
     try:
-        # Lax mode: PyYAML (YAML 1.1) reads "1e-6" as a string; accept numeric
-        # and boolean strings where numbers and booleans are expected.
-        return msgspec.convert(raw, Config, strict=False)
+        return _convert(raw)
     except msgspec.ValidationError as exc:
         key_path, reason = _split_validation_error(str(exc))
-        where = "environment" if _overridden(key_path, overrides) else source
         got = _lookup(raw, key_path)
-        if got is not _MISSING and "got" not in reason and not isinstance(got, dict):
+        if got is not _MISSING and not isinstance(got, dict) and repr(got) not in reason:
             reason = f"{reason}, got {got!r}"
-        raise ConfigError(where, key_path, reason) from None
+        raise ConfigError(_blame(from_file, overrides, source), key_path, reason) from None
+
+
+def _convert(raw: dict[str, Any]) -> Config:
+    # Lax mode: PyYAML (YAML 1.1) reads "1e-6" as a string; accept numeric
+    # and boolean strings where numbers and booleans are expected.
+    return msgspec.convert(raw, Config, strict=False)
+
+
+def _blame(from_file: dict[str, Any], overrides: Mapping[tuple[str, ...], Any], source: str) -> str:
+    """The environment when the file alone is valid, else the file."""
+    if not overrides:
+        return source
+    try:
+        _convert(copy.deepcopy(from_file))
+    except msgspec.ValidationError:
+        return source
+    return "environment"
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
@@ -333,13 +347,21 @@ _ERROR_PATH = re.compile(r"^(?P<reason>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL
 _MISSING = object()
 
 
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+
+
 def _split_validation_error(message: str) -> tuple[str, str]:
     match = _ERROR_PATH.match(message)
     if match is None:
-        return "", message
-    path = match["path"].lstrip(".")
-    path = re.sub(r"\[(\d+)\]", r".\1", path)
-    return path, match["reason"]
+        path, reason = "", message
+    else:
+        path = re.sub(r"\[(\d+)\]", r".\1", match["path"].lstrip("."))
+        reason = match["reason"]
+    unknown = _UNKNOWN_FIELD.match(reason)
+    if unknown is not None:  # point at the key itself, not its section
+        path = f"{path}.{unknown['name']}" if path else unknown["name"]
+        reason = "unknown key"
+    return path, reason
 
 
 def _lookup(raw: dict[str, Any], key_path: str) -> Any:
@@ -352,8 +374,3 @@ def _lookup(raw: dict[str, Any], key_path: str) -> Any:
         else:
             return _MISSING
     return node
-
-
-def _overridden(key_path: str, overrides: Mapping[tuple[str, ...], Any]) -> bool:
-    parts = tuple(key_path.split(".")) if key_path else ()
-    return any(parts[: len(k)] == k or k[: len(parts)] == parts for k in overrides if parts)

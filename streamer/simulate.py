@@ -123,8 +123,9 @@ class Fleet:
         for i in range(spec.anomalies):
             kind = spec.kinds[i % len(spec.kinds)]
             lo, hi = DURATION[kind]
-            steps = int(rng.integers(lo, hi + 1))
-            start = int(rng.integers(first, max(first + 1, last - min(steps, 20))))
+            # Every anomaly ends inside the run, so its ground truth is what was sent.
+            steps = min(int(rng.integers(lo, hi + 1)), last - first)
+            start = int(rng.integers(first, last - steps + 1))
             device = int(rng.integers(0, spec.devices))
             # One anomaly at a time per device, with calm between, so each
             # detection is attributable.

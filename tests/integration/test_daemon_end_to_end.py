@@ -83,10 +83,11 @@ async def _produce(config: Config, fleet: Fleet) -> tuple[dict[int, int], int]:
                 for key, value, _ in HOSTILE:
                     futures.append(await producer.send(config.kafka.input_topic, key=key, value=value))
                 # A duplicate and an out-of-order reading of a known device.
-                for ts_bad in (ts, ts - 5 * INTERVAL_MS):
-                    futures.append(await producer.send(
-                        config.kafka.input_topic, key=b"dev-00006",
-                        value=encode_reading("dev-00006", ts_bad, 1.0)))
+                futures.extend([
+                    await producer.send(config.kafka.input_topic, key=b"dev-00006",
+                                        value=encode_reading("dev-00006", ts_bad, 1.0))
+                    for ts_bad in (ts, ts - 5 * INTERVAL_MS)
+                ])
         for metadata in await asyncio.gather(*futures):
             end[metadata.partition] = max(end.get(metadata.partition, 0), metadata.offset + 1)
             count += 1
@@ -96,7 +97,7 @@ async def _produce(config: Config, fleet: Fleet) -> tuple[dict[int, int], int]:
 
 
 def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -111,8 +112,9 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def _handled(metrics: dict[str, float]) -> float:
-    return (metrics.get("streamer_readings_scored_total", 0) + metrics.get("streamer_readings_warmup_total", 0)
-            + metrics.get("streamer_readings_rejected_total", 0))
+    names = ("streamer_readings_scored_total", "streamer_readings_warmup_total",
+             "streamer_readings_rejected_total")
+    return sum(metrics.get(name, 0.0) for name in names)
 
 
 async def _read_topic(config: Config, topic: str) -> list[tuple[bytes | None, bytes | None]]:
@@ -179,7 +181,7 @@ def scenario(config_factory: Callable[..., Config], write_config: Callable[[Conf
 
 def _ready(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
             return bool(response.status == 200)
     except OSError:
         return False

@@ -97,6 +97,14 @@ def test_invalid_file_value_names_file_key_path_and_value(tmp_path: Path) -> Non
     assert isinstance(info.value, StreamerError)
 
 
+def test_wrong_type_error_names_the_bad_value(tmp_path: Path) -> None:
+    path = write(tmp_path, "buffers:\n  window: sixty-four\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value).startswith(f"{path}: buffers.window: ")
+    assert "sixty-four" in str(info.value)
+
+
 def test_invalid_literal_names_the_bad_value(tmp_path: Path) -> None:
     path = write(tmp_path, "runtime:\n  log_level: TRACE\n")
     with pytest.raises(ConfigError) as info:
@@ -128,6 +136,14 @@ def test_env_caused_error_names_environment(tmp_path: Path) -> None:
         load_config(path, environ={"STREAMER__THRESHOLDS__WINDOW": "3"})
     assert str(info.value).startswith("environment: thresholds.window: ")
     assert "3" in info.value.reason
+
+
+def test_env_caused_cross_section_error_names_environment() -> None:
+    # The built-in defaults are valid; only the override makes initial_devices > max_devices.
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"STREAMER__BUFFERS__MAX_DEVICES": "10"})
+    assert "initial_devices" in str(info.value)
+    assert info.value.source == "environment"
 
 
 def test_unreadable_file_raises_config_error(tmp_path: Path) -> None:
@@ -179,7 +195,7 @@ def test_masked_hides_secrets_but_keeps_other_values(tmp_path: Path) -> None:
     assert shown["kafka"]["security"]["sasl_username"] == "svc"
     assert "hunter2" not in repr(shown)
     # masking works on a copy: the config itself still holds the secret
-    assert config.kafka.security.sasl_password == "hunter2"
+    assert config.kafka.security.sasl_password == "hunter2"  # noqa: S105  # a test value
 
 
 def test_log_effective_config_masks_secrets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
