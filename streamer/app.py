@@ -17,22 +17,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamer.codec import DeadLetter, ReadingBatch, ReadingDecoder, Record, dead_letter
+from streamer.codec import DeadLetter, DecodedBatch, ReadingBatch, ReadingDecoder, Record, dead_letter
 from streamer.config import Config, log_effective_config
 from streamer.endpoints import Health, HealthServer
 from streamer.errors import PipelineError
 from streamer.kafka.clients import ensure_topics, make_consumer, make_producer
 from streamer.kafka.publisher import Publisher
 from streamer.metrics import Metrics
-from streamer.scoring.batcher import Fetched, MicroBatcher
+from streamer.scoring.batcher import MicroBatcher
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,18 @@ WATCHDOG_INTERVAL_S = 0.5
 # A revoke runs inside the rebalance callback; finishing queued work must stay
 # well within the session timeout or the group moves on without us.
 REVOKE_DRAIN_FRACTION = 0.5
+
+
+@dataclass
+class Fetched:
+    """One fetch from Kafka: the raw records, their decoding, and where each partition ends."""
+
+    records: Sequence[Record]
+    decoded: DecodedBatch
+    ends: Mapping[TopicPartition, int]  # next offset after this fetch, per partition
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 class Daemon:
@@ -185,7 +198,8 @@ class Daemon:
             self._idle.clear()
             self.metrics.consumed.inc(len(records))
             decoded = self.decoder.decode(records, time.time())
-            await self.batcher.put(Fetched(records, decoded))
+            ends = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+            await self.batcher.put(Fetched(records, decoded, ends))
             self.metrics.queue_depth.set(self.batcher.qsize())
 
     async def _score_loop(self) -> None:
@@ -211,7 +225,7 @@ class Daemon:
             assert self._publisher is not None  # noqa: S101  # set before the loops start
             await self._publisher.publish(result.alerts, letters)
             self._record(result, letters, batch_seconds, len(readings))
-            self._mark_done(records)
+            self._mark_done(items)
             if self.batcher.qsize() == 0:
                 self._idle.set()
 
@@ -235,12 +249,10 @@ class Daemon:
         m.model_seconds.observe(result.model_seconds)
         m.queue_depth.set(self.batcher.qsize())
 
-    def _mark_done(self, records: Sequence[Record]) -> None:
-        done = self._done
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            if record.offset + 1 > done.get(tp, -1):
-                done[tp] = record.offset + 1
+    def _mark_done(self, items: Sequence[Fetched]) -> None:
+        # Items are scored in fetch order, so later ends supersede earlier ones.
+        for item in items:
+            self._done.update(item.ends)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -351,7 +363,6 @@ def _combine(
         if base:
             readings = ReadingBatch(
                 device_ids=readings.device_ids, ts_ms=readings.ts_ms, values=readings.values,
-                partitions=readings.partitions, offsets=readings.offsets,
                 fetched_at=readings.fetched_at, record_index=readings.record_index + base,
             )
         batches.append(readings)

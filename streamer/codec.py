@@ -126,8 +126,6 @@ class ReadingBatch:
     device_ids: list[str]
     ts_ms: npt.NDArray[np.int64]
     values: npt.NDArray[np.float64]  # (n, channels)
-    partitions: npt.NDArray[np.int32]
-    offsets: npt.NDArray[np.int64]
     fetched_at: npt.NDArray[np.float64]  # wall clock (s) when the record was fetched
     record_index: npt.NDArray[np.intp]  # position in the fetched record list
 
@@ -141,8 +139,6 @@ class ReadingBatch:
             device_ids=[],
             ts_ms=np.empty(0, np.int64),
             values=np.empty((0, channels), np.float64),
-            partitions=np.empty(0, np.int32),
-            offsets=np.empty(0, np.int64),
             fetched_at=np.empty(0, np.float64),
             record_index=np.empty(0, np.intp),
         )
@@ -158,8 +154,6 @@ class ReadingBatch:
             device_ids=[d for b in batches for d in b.device_ids],
             ts_ms=np.concatenate([b.ts_ms for b in batches]),
             values=np.concatenate([b.values for b in batches]),
-            partitions=np.concatenate([b.partitions for b in batches]),
-            offsets=np.concatenate([b.offsets for b in batches]),
             fetched_at=np.concatenate([b.fetched_at for b in batches]),
             record_index=np.concatenate([b.record_index for b in batches]),
         )
@@ -252,8 +246,6 @@ class ReadingDecoder:
             device_ids=device_ids,
             ts_ms=np.array(ts_list, dtype=np.int64),
             values=values,
-            partitions=np.fromiter((records[i].partition for i in rows), np.int32, len(rows)),
-            offsets=np.fromiter((records[i].offset for i in rows), np.int64, len(rows)),
             fetched_at=np.full(len(rows), fetched_at, dtype=np.float64),
             record_index=record_index,
         )

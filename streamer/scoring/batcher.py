@@ -10,29 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Sized
 from typing import Generic, TypeVar
 
-from streamer.codec import DecodedBatch, Record
-
-
-@dataclass
-class Fetched:
-    """One fetch from Kafka: the raw records and their decoding."""
-
-    records: Sequence[Record]
-    decoded: DecodedBatch
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-
-T = TypeVar("T", bound=Fetched)
+T = TypeVar("T", bound=Sized)
 
 
 class MicroBatcher(Generic[T]):
-    """Bounded queue of fetched batches with size-or-time flushing."""
+    """Bounded queue of fetched batches (sized by readings) with size-or-time flushing."""
 
     def __init__(self, *, max_batch: int, max_wait_ms: float, queue_size: int) -> None:
         self.max_batch = max_batch

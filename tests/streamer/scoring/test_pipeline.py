@@ -36,8 +36,6 @@ def batch(device_ids: Sequence[str], ts: Sequence[int], values: npt.ArrayLike,
         device_ids=list(device_ids),
         ts_ms=np.asarray(ts, dtype=np.int64),
         values=np.asarray(values, dtype=np.float64).reshape(n, -1),
-        partitions=np.zeros(n, dtype=np.int32),
-        offsets=np.arange(n, dtype=np.int64),
         fetched_at=np.full(n, START_MS / 1000.0),
         record_index=np.asarray(range(n) if record_index is None else record_index, dtype=np.intp),
     )
