@@ -157,11 +157,25 @@ class BaselineConfig(_Section, frozen=True):
     phi: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.9
 
 
+class LSTMConfig(_Section, frozen=True):
+    """The trained LSTM forecaster."""
+
+    # A bundle directory, or "default" for the bundle shipped with the package.
+    bundle: str = "default"
+    # stateful: O(1) per reading (two staggered LSTM states per device);
+    # window: the model over each device's last `window` readings.
+    mode: Literal["stateful", "window"] = "stateful"
+    # numpy needs no TensorFlow; tensorflow compiles with tf.function; keras
+    # uses keras.ops under whichever Keras backend is configured (JAX/torch on GPUs).
+    backend: Literal["numpy", "tensorflow", "keras"] = "numpy"
+
+
 class PredictorConfig(_Section, frozen=True):
     """Which forecaster scores readings."""
 
-    kind: Literal["baseline"] = "baseline"
+    kind: Literal["baseline", "lstm"] = "baseline"
     baseline: BaselineConfig = msgspec.field(default_factory=BaselineConfig)
+    lstm: LSTMConfig = msgspec.field(default_factory=LSTMConfig)
 
 
 class ThresholdsConfig(_Section, frozen=True):

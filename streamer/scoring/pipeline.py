@@ -21,9 +21,11 @@ import numpy.typing as npt
 from streamer.alerts.episodes import EpisodeTracker, alert_id
 from streamer.codec import Alert, ReadingBatch, Rejection
 from streamer.config import Config
+from streamer.errors import ConfigError
 from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor
 from streamer.state.registry import NO_SLOT, DeviceRegistry
+from streamer.state.slot_table import SlotTable
 from streamer.thresholds.zscore import RollingZScore, ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
@@ -61,6 +63,22 @@ class _RoundChanges:
     opened: IndexArray
     resolved: IndexArray
     episode_start: npt.NDArray[np.int64]
+
+
+def make_predictor(config: Config, table: SlotTable) -> Predictor:
+    """The predictor the config names, with its state in ``table``."""
+    settings = config.predictor
+    if settings.kind == "lstm":
+        from models.bundle import load_bundle
+        from streamer.scoring.lstm import LSTMPredictor
+
+        bundle = load_bundle(settings.lstm.bundle)
+        if list(bundle.metadata.channels) != list(config.readings.channels):
+            raise ConfigError("<config>", "predictor.lstm.bundle",
+                              f"bundle channels {list(bundle.metadata.channels)} differ from "
+                              f"readings.channels {list(config.readings.channels)}")
+        return LSTMPredictor(table, bundle, mode=settings.lstm.mode, backend=settings.lstm.backend)
+    return HoltPredictor(table, len(config.readings.channels), settings.baseline)
 
 
 def rounds(slots: IndexArray) -> list[IndexArray]:
@@ -106,9 +124,7 @@ class ScoringPipeline:
             max_devices=config.buffers.max_devices,
         )
         table = self.registry.table
-        self.predictor: Predictor = predictor or HoltPredictor(
-            table, channel_count, config.predictor.baseline
-        )
+        self.predictor: Predictor = predictor or make_predictor(config, table)
         self.threshold = RollingZScore(table, channel_count, config.thresholds)
         self.episodes = EpisodeTracker(table, config.alerts.resolve_after)
         self.warmup = config.thresholds.warmup

@@ -14,8 +14,9 @@ IndexArray = npt.NDArray[np.intp]
 class RingBuffers:
     """The last ``window`` readings of each device, ``channels`` wide.
 
-    Stored in the slot table as ``ring`` ``(capacity, window, channels)`` plus
-    ``ring_head`` (next write position) and ``ring_filled`` (valid entries).
+    Stored in the slot table as ``<prefix>`` ``(capacity, window, channels)``
+    plus ``<prefix>_head`` (next write position) and ``<prefix>_filled``
+    (valid entries); the prefix defaults to ``ring``.
     Appends and reads are vectorised over a batch of distinct slots.
 
     >>> table = SlotTable(capacity=4)
@@ -27,20 +28,21 @@ class RingBuffers:
     [2.0, 3.0, 4.0]
     """
 
-    def __init__(self, table: SlotTable, window: int, channels: int) -> None:
+    def __init__(self, table: SlotTable, window: int, channels: int, prefix: str = "ring") -> None:
         self.table = table
         self.window = window
         self.channels = channels
-        table.add_field("ring", (window, channels), np.float32, np.nan)
-        table.add_field("ring_head", (), np.int64, 0)
-        table.add_field("ring_filled", (), np.int64, 0)
+        self._ring, self._head, self._filled = prefix, f"{prefix}_head", f"{prefix}_filled"
+        table.add_field(self._ring, (window, channels), np.float32, np.nan)
+        table.add_field(self._head, (), np.int64, 0)
+        table.add_field(self._filled, (), np.int64, 0)
         self._offsets = np.arange(window, dtype=np.int64)
 
     def append(self, slots: IndexArray, values: npt.NDArray[np.floating]) -> None:
         """Write one reading per slot; ``slots`` must be distinct."""
-        head = self.table["ring_head"]
-        filled = self.table["ring_filled"]
-        ring = self.table["ring"]
+        head = self.table[self._head]
+        filled = self.table[self._filled]
+        ring = self.table[self._ring]
         position = head[slots]
         ring[slots, position] = values
         head[slots] = (position + 1) % self.window
@@ -51,12 +53,12 @@ class RingBuffers:
 
         Entries not yet written are NaN (check ``filled``).
         """
-        head = self.table["ring_head"][slots]
+        head = self.table[self._head][slots]
         index = (head[:, None] + self._offsets[None, :]) % self.window
-        ring: FloatArray = self.table["ring"]
+        ring: FloatArray = self.table[self._ring]
         return ring[slots[:, None], index]
 
     def filled(self, slots: IndexArray) -> npt.NDArray[np.int64]:
         """How many entries of each slot's window hold readings."""
-        filled: npt.NDArray[np.int64] = self.table["ring_filled"][slots]
+        filled: npt.NDArray[np.int64] = self.table[self._filled][slots]
         return filled

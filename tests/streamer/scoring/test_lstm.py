@@ -1,0 +1,102 @@
+"""The LSTM predictor: modes agree where they should, warm-up, and wiring from config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from models.architecture import ArchitectureSpec, build_forecaster
+from models.bundle import BundleMetadata, ModelBundle, load_bundle, save_bundle
+from models.normalization import NormalizationSpec
+from streamer.config import load_config
+from streamer.errors import ConfigError
+from streamer.scoring.lstm import LSTMPredictor
+from streamer.scoring.pipeline import ScoringPipeline
+from streamer.state.slot_table import SlotTable
+
+WINDOW = 8
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
+    model = build_forecaster(ArchitectureSpec(channels=1, units=8), seed=2)
+    metadata = BundleMetadata(architecture=ArchitectureSpec(channels=1, units=8),
+                              normalization=NormalizationSpec(span=16), window=WINDOW, min_context=3,
+                              channels=("value",))
+    save_bundle(tmp_path_factory.mktemp("bundle"), model, metadata)
+    return load_bundle(tmp_path_factory.getbasetemp() / "bundle0")
+
+
+def _series(n: int, devices: int) -> np.ndarray:
+    t = np.arange(n)[:, None]
+    return 10 + 3 * np.sin(t / 5.0 + np.arange(devices)) + np.random.default_rng(0).normal(0, 0.1, (n, devices))
+
+
+def _feed(predictor: LSTMPredictor, series: np.ndarray) -> list[np.ndarray]:
+    slots = np.arange(series.shape[1])
+    forecasts = []
+    for row in series:
+        predictor.observe(slots, row[:, None])
+        forecasts.append(predictor.forecast(slots)[:, 0].copy())
+    return forecasts
+
+
+def test_stateful_equals_window_mode_after_exactly_one_window(bundle: ModelBundle) -> None:
+    series = _series(WINDOW, 3)
+    stateful = _feed(LSTMPredictor(SlotTable(4), bundle, mode="stateful", backend="numpy"), series)
+    window = _feed(LSTMPredictor(SlotTable(4), bundle, mode="window", backend="numpy"), series)
+    # Both have read the same WINDOW readings from zero state.
+    np.testing.assert_allclose(stateful[-1], window[-1], rtol=1e-5)
+    assert np.isnan(window[-2]).all()  # window mode waits for a full window
+
+
+def test_stateful_forecasts_start_at_min_context_and_stay_finite(bundle: ModelBundle) -> None:
+    forecasts = _feed(LSTMPredictor(SlotTable(2), bundle, mode="stateful", backend="numpy"), _series(50, 2))
+    assert np.isnan(forecasts[0]).all() and np.isnan(forecasts[1]).all()
+    assert np.isfinite(np.array(forecasts[2:])).all()
+
+
+def test_stateful_forecast_uses_at_most_one_window_of_history(bundle: ModelBundle) -> None:
+    # Readings older than a window cannot influence the forecast: two series
+    # that differ only before the last WINDOW readings forecast the same.
+    a = _series(3 * WINDOW, 1)
+    b = a.copy()
+    b[:WINDOW] += 50.0
+    fa = _feed(LSTMPredictor(SlotTable(1), bundle, mode="window", backend="numpy"), a)
+    fb = _feed(LSTMPredictor(SlotTable(1), bundle, mode="window", backend="numpy"), b)
+    assert not np.allclose(fa[WINDOW], fb[WINDOW])  # inside the window: different
+    # The normalisation statistics still remember the old values, so compare in the
+    # model's own terms: the window contents are identical, the statistics are not,
+    # and the forecasts converge as the statistics forget.
+    assert abs(fa[-1][0] - fb[-1][0]) < abs(fa[WINDOW][0] - fb[WINDOW][0])
+
+
+def test_pipeline_uses_the_configured_bundle(bundle: ModelBundle) -> None:
+    base = load_config(None, environ={})
+    config = msgspec.structs.replace(base, predictor=msgspec.structs.replace(
+        base.predictor, kind="lstm",
+        lstm=msgspec.structs.replace(base.predictor.lstm, bundle=str(bundle.path), mode="stateful")))
+    pipeline = ScoringPipeline(config)
+    assert pipeline.predictor.version == bundle.version
+    assert pipeline.predictor.version.startswith("lstm-")
+
+
+def test_bundle_channels_must_match_the_readings(bundle: ModelBundle) -> None:
+    base = load_config(None, environ={})
+    config = msgspec.structs.replace(
+        base,
+        readings=msgspec.structs.replace(base.readings, channels=["temp", "vibration"]),
+        predictor=msgspec.structs.replace(base.predictor, kind="lstm", lstm=msgspec.structs.replace(
+            base.predictor.lstm, bundle=str(bundle.path))),
+    )
+    with pytest.raises(ConfigError, match="predictor.lstm.bundle"):
+        ScoringPipeline(config)
+
+
+def test_bundle_version_changes_with_content(bundle: ModelBundle, tmp_path: Path) -> None:
+    model = build_forecaster(ArchitectureSpec(channels=1, units=8), seed=3)  # other weights
+    other = save_bundle(tmp_path / "other", model, bundle.metadata)
+    assert other.version != bundle.version
