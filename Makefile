@@ -27,6 +27,13 @@ sysdeps:
 demo: setup
 	$(BIN)/streamer demo --duration $(DURATION)
 
+# The shipped forecaster (models/bundles/default): trained on the synthetic
+# fleet without anomalies, a few minutes on two CPU cores. The command is
+# recorded in the bundle's bundle.json (training.command).
+.PHONY: bundle
+bundle: setup
+	$(BIN)/streamer train --synthetic --out models/bundles/default --devices 200 --steps 3000 --epochs 20 --learning-rate 0.003 --max-sequences 60000 --seed 7
+
 lint: setup
 	$(BIN)/ruff check streamer models tests
 

@@ -10,8 +10,7 @@ last step of a window, stateful mode advances one step at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,12 +29,16 @@ class ArchitectureSpec:
             raise ValueError("dropout must be in [0, 1)")
 
 
-def build_forecaster(spec: ArchitectureSpec, *, seed: int = 0) -> keras.Model:
-    """A fresh, untrained forecaster.
+def build_forecaster(spec: ArchitectureSpec, *, seed: int = 0) -> Any:
+    """A fresh, untrained ``keras.Model``.
 
     Layer names are fixed (``lstm_0`` … and ``head``) so exported weights can
     be matched to layers by name.
     """
+    # Imported here: loading a bundle for the numpy backend must not import
+    # Keras (and with it TensorFlow, half a gigabyte on an edge node).
+    import keras
+
     initializer_seed = seed
     inputs = keras.Input(shape=(None, spec.channels), name="normalized")
     x = inputs

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from models.weights import F32, ForecasterWeights, lstm_step
 
@@ -63,6 +64,11 @@ class NumpyBackend:
     name = "numpy"
 
     def __init__(self, weights: ForecasterWeights, initial_rows: int = 1024) -> None:
+        # The step's matrix products are small (batch x 33 x 128): a second
+        # BLAS thread costs more in hand-offs than it saves, and under CPU
+        # contention it made throughput swing from 97K to 645K points/s
+        # (measured with `streamer bench model`). One thread is steady.
+        threadpool_limits(limits=1, user_api="blas")
         self.weights = weights
         shape = (len(weights.layers), initial_rows, weights.units)
         self.h = np.zeros(shape, np.float32)
@@ -172,8 +178,11 @@ class TensorflowBackend:
         new_h = []
         new_c = []
         for layer, (kernel, recurrent, bias) in enumerate(self.layers):
-            h = tf.gather(self.h[layer], rows)
-            c = tf.gather(self.c[layer], rows)
+            # gather_nd on the variable reads only the rows; gathering from
+            # self.h[layer] would first copy the whole layer of the table.
+            index = tf.stack([tf.fill(tf.shape(rows), tf.constant(layer, tf.int64)), rows], axis=1)
+            h = tf.gather_nd(self.h, index)
+            c = tf.gather_nd(self.c, index)
             z = tf.matmul(inputs, kernel) + tf.matmul(h, recurrent) + bias
             gate_i, gate_f, candidate, gate_o = tf.split(z, 4, axis=1)
             cell = tf.sigmoid(gate_f) * c + tf.sigmoid(gate_i) * tf.tanh(candidate)

@@ -1,4 +1,4 @@
-"""The ``streamer`` command line: run, simulate, demo."""
+"""The ``streamer`` command line: run, simulate, demo, train, model inspect."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamer import __version__
+from streamer.bench.command import add_bench_parser
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamer`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained bundles
     if args.command is None:
         parser.print_help()
         return 2
@@ -92,7 +94,107 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary-json", type=Path, default=None, help="write the summary as JSON here")
     demo.add_argument("--no-live", action="store_true", help="no live terminal view")
     demo.set_defaults(command="demo", handler=_cmd_demo)
+    _model_parsers(sub, common)
+    _export_parser(sub, common)
+    add_bench_parser(sub, common)
     return parser
+
+
+def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    train = sub.add_parser(
+        "train", parents=[common], help="train the LSTM forecaster and write a model bundle",
+        description="Train the LSTM forecaster on a CSV/Parquet file (columns timestamp, device, values), "
+                    "a replayed Kafka topic, or the synthetic fleet without anomalies, and write a model "
+                    "bundle.")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="training data, .csv or .parquet")
+    source.add_argument("--synthetic", action="store_true",
+                        help="train on the synthetic fleet (readings.channels, no anomalies)")
+    source.add_argument("--topic", default=None,
+                        help="replay this Kafka topic from its beginning (decoded as the daemon does)")
+    train.add_argument("--bootstrap-servers", default=None,
+                       help="with --topic: override kafka.bootstrap_servers")
+    train.add_argument("--max-records", type=int, default=None,
+                       help="with --topic: read at most this many records (default: the whole topic)")
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    train.add_argument("--device-column", default="device_id",
+                       help="device column (default device_id; absent: the file is one device)")
+    train.add_argument("--value-columns", default=None,
+                       help="comma-separated channel columns (default: every other numeric column)")
+    train.add_argument("--timestamp-column", default="timestamp",
+                       help="event time column: epoch ms or ISO-8601 (default timestamp)")
+    train.add_argument("--devices", type=int, default=200, help="synthetic devices (default 200)")
+    train.add_argument("--steps", type=int, default=3000, help="synthetic readings per device (default 3000)")
+    train.add_argument("--fleet-seed", type=int, default=1,
+                       help="synthetic fleet seed (default 1; the simulator's default 7 stays unseen)")
+    train.add_argument("--window", type=int, default=32, help="steps per training sequence (default 32)")
+    train.add_argument("--min-context", type=int, default=8,
+                       help="readings of history before a step counts in the loss (default 8)")
+    train.add_argument("--stride", type=int, default=None,
+                       help="steps between sequence starts (default window/4)")
+    train.add_argument("--units", type=int, default=32, help="LSTM units per layer (default 32)")
+    train.add_argument("--layers", type=int, default=1, help="LSTM layers (default 1)")
+    train.add_argument("--dropout", type=float, default=0.0, help="LSTM input dropout (default 0)")
+    train.add_argument("--epochs", type=int, default=20, help="most epochs; early stopping (default 20)")
+    train.add_argument("--batch-size", type=int, default=256, help="sequences per step (default 256)")
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="initial Adam rate (default 0.001)")
+    train.add_argument("--val-fraction", type=float, default=0.1,
+                       help="share of each device's readings, at its end, held out (default 0.1)")
+    train.add_argument("--seed", type=int, default=7, help="training seed (default 7)")
+    train.add_argument("--max-sequences", type=int, default=None,
+                       help="most training sequences, a seeded random subset (default all)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(command="train", handler=_cmd_train)
+
+    model = sub.add_parser("model", help="inspect model bundles",
+                           description="Model bundle commands.")
+    model.set_defaults(command="model", handler=lambda args, config: _print_help(model), config=None,
+                       log_level=None)
+    model_sub = model.add_subparsers(title="commands", metavar="COMMAND")
+    inspect = model_sub.add_parser("inspect", parents=[common], help="print a bundle's description as JSON",
+                                   description="Print a model bundle's description (version, architecture, "
+                                               "normalisation, training data, validation metrics) as JSON.")
+    inspect.add_argument("bundle", help='bundle directory, or "default" for the shipped bundle')
+    inspect.set_defaults(command="model inspect", handler=_cmd_model_inspect)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _cmd_train(args: argparse.Namespace, config: Config) -> int:
+    from streamer.training_cli import train_command
+
+    return train_command(args, config)
+
+
+def _cmd_model_inspect(args: argparse.Namespace, config: Config) -> int:
+    from streamer.training_cli import inspect_command
+
+    return inspect_command(args, config)
+
+
+def _export_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    export = sub.add_parser(
+        "export", parents=[common], help="export a bundle's forecaster as TFLite or ONNX for edge nodes",
+        description="Export the forecaster in window mode (normalised window -> forecast after its last "
+                    "step), run it in its runtime, compare it with the Keras model, and write the file "
+                    "plus a JSON report (<file>.json). Exits 1 if it differs by more than its tolerance.")
+    export.add_argument("bundle", help='bundle directory, or "default" for the shipped bundle')
+    export.add_argument("--format", choices=["tflite", "onnx"], required=True, help="file format")
+    export.add_argument("--quantize", choices=["float32", "float16", "int8"], default="float32",
+                        help="float32 (default); float16: float16 weights; int8: tflite full integer "
+                             "(calibrated on standard-normal windows), onnx dynamic int8 (onnxruntime only)")
+    export.add_argument("--out", type=Path, default=None,
+                        help="file to write (default ./<bundle version>-<quantize>.<format>)")
+    export.set_defaults(command="export", handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace, config: Config) -> int:
+    from streamer.export_cli import export_command
+
+    return export_command(args, config)
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -173,7 +173,7 @@ class LSTMConfig(_Section, frozen=True):
 class PredictorConfig(_Section, frozen=True):
     """Which forecaster scores readings."""
 
-    kind: Literal["baseline", "lstm"] = "baseline"
+    kind: Literal["baseline", "lstm"] = "lstm"
     baseline: BaselineConfig = msgspec.field(default_factory=BaselineConfig)
     lstm: LSTMConfig = msgspec.field(default_factory=LSTMConfig)
 

@@ -63,7 +63,8 @@ class LSTMPredictor:
                        if mode == "window" else None)
         self.backend: LSTMBackend = make_backend(
             backend, bundle.weights, bundle.keras_model, window=self.window,
-            initial_rows=STATES_PER_DEVICE * table.capacity,
+            # Window mode keeps no LSTM state between readings.
+            initial_rows=STATES_PER_DEVICE * table.capacity if mode == "stateful" else 1,
         )
         self.name = f"lstm-{mode}-{self.backend.name}"
 

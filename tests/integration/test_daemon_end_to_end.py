@@ -214,7 +214,7 @@ def test_alerts_are_keyed_by_device_and_carry_the_decision(scenario: Scenario) -
         assert 0.0 <= alert.score <= 1.0
         assert alert.residual == pytest.approx(alert.actual - alert.forecast)
         assert alert.method == "zscore"
-        assert alert.model_version.startswith("baseline-")
+        assert alert.model_version.startswith("lstm-")  # the shipped bundle is the default
 
 
 def test_kcat_reads_the_alert_topic(scenario: Scenario, kcat: list[str]) -> None:

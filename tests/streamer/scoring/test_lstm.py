@@ -26,13 +26,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> ModelBundle:
     metadata = BundleMetadata(architecture=ArchitectureSpec(channels=1, units=8),
                               normalization=NormalizationSpec(span=16), window=WINDOW, min_context=3,
                               channels=("value",))
-    save_bundle(tmp_path_factory.mktemp("bundle"), model, metadata)
-    return load_bundle(tmp_path_factory.getbasetemp() / "bundle0")
+    directory = tmp_path_factory.mktemp("bundle")
+    save_bundle(directory, model, metadata)
+    return load_bundle(directory)
 
 
 def _series(n: int, devices: int) -> np.ndarray:
     t = np.arange(n)[:, None]
-    return 10 + 3 * np.sin(t / 5.0 + np.arange(devices)) + np.random.default_rng(0).normal(0, 0.1, (n, devices))
+    noise = np.random.default_rng(0).normal(0, 0.1, (n, devices))
+    return 10 + 3 * np.sin(t / 5.0 + np.arange(devices)) + noise
 
 
 def _feed(predictor: LSTMPredictor, series: np.ndarray) -> list[np.ndarray]:
@@ -92,7 +94,7 @@ def test_bundle_channels_must_match_the_readings(bundle: ModelBundle) -> None:
         predictor=msgspec.structs.replace(base.predictor, kind="lstm", lstm=msgspec.structs.replace(
             base.predictor.lstm, bundle=str(bundle.path))),
     )
-    with pytest.raises(ConfigError, match="predictor.lstm.bundle"):
+    with pytest.raises(ConfigError, match=r"predictor\.lstm\.bundle"):
         ScoringPipeline(config)
 
 
@@ -100,3 +102,19 @@ def test_bundle_version_changes_with_content(bundle: ModelBundle, tmp_path: Path
     model = build_forecaster(ArchitectureSpec(channels=1, units=8), seed=3)  # other weights
     other = save_bundle(tmp_path / "other", model, bundle.metadata)
     assert other.version != bundle.version
+
+
+def test_the_default_daemon_path_never_imports_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from streamer.config import load_config\n"
+        "from streamer.scoring.pipeline import ScoringPipeline\n"
+        "pipeline = ScoringPipeline(load_config(None, environ={}))\n"
+        "assert pipeline.predictor.version.startswith('lstm-'), pipeline.predictor.version\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

@@ -22,6 +22,8 @@ def config(*, warmup: int = 20, resolve_after: int = 5, max_devices: int = 1000,
     replace = msgspec.structs.replace
     return replace(
         base,
+        # Pipeline mechanics, with the simple deterministic forecaster.
+        predictor=replace(base.predictor, kind="baseline"),
         readings=replace(base.readings, channels=list(channels)),
         thresholds=replace(base.thresholds, warmup=warmup),
         alerts=replace(base.alerts, resolve_after=resolve_after),

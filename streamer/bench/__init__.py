@@ -1,0 +1,1 @@
+"""Benchmarks: ``streamer bench ...`` (measurement code; the CLI glue is in ``command.py``)."""
