@@ -51,6 +51,19 @@ class LSTMBackend(Protocol):
         ...
 
 
+def lstm_cell(ops: Any, inputs: Any, h: Any, c: Any, kernel: Any, recurrent: Any,
+              bias: Any) -> tuple[Any, Any]:
+    """One Keras-order LSTM cell (gates i, f, c, o) in the op namespace ``ops``.
+
+    ``ops`` is ``tensorflow`` or ``keras.ops``: both spell matmul, split,
+    sigmoid and tanh the same way, so one definition serves both backends.
+    """
+    z = ops.matmul(inputs, kernel) + ops.matmul(h, recurrent) + bias
+    gate_i, gate_f, candidate, gate_o = ops.split(z, 4, axis=1)
+    cell = ops.sigmoid(gate_f) * c + ops.sigmoid(gate_i) * ops.tanh(candidate)
+    return ops.sigmoid(gate_o) * ops.tanh(cell), cell
+
+
 def _grown_capacity(current: int, rows: int) -> int:
     capacity = max(current, 1)
     while capacity < rows:
@@ -183,10 +196,7 @@ class TensorflowBackend:
             index = tf.stack([tf.fill(tf.shape(rows), tf.constant(layer, tf.int64)), rows], axis=1)
             h = tf.gather_nd(self.h, index)
             c = tf.gather_nd(self.c, index)
-            z = tf.matmul(inputs, kernel) + tf.matmul(h, recurrent) + bias
-            gate_i, gate_f, candidate, gate_o = tf.split(z, 4, axis=1)
-            cell = tf.sigmoid(gate_f) * c + tf.sigmoid(gate_i) * tf.tanh(candidate)
-            hidden = tf.sigmoid(gate_o) * tf.tanh(cell)
+            hidden, cell = lstm_cell(tf, inputs, h, c, kernel, recurrent, bias)
             new_h.append(hidden)
             new_c.append(cell)
             inputs = hidden
@@ -271,10 +281,7 @@ class KerasOpsBackend:
         for layer, (kernel, recurrent, bias) in enumerate(self.layers):
             h = ops.take(self.h[layer], index, axis=0)
             c = ops.take(self.c[layer], index, axis=0)
-            z = ops.matmul(inputs, kernel) + ops.matmul(h, recurrent) + bias
-            gate_i, gate_f, candidate, gate_o = ops.split(z, 4, axis=1)
-            cell = ops.sigmoid(gate_f) * c + ops.sigmoid(gate_i) * ops.tanh(candidate)
-            hidden = ops.sigmoid(gate_o) * ops.tanh(cell)
+            hidden, cell = lstm_cell(ops, inputs, h, c, kernel, recurrent, bias)
             new_h.append(hidden)
             new_c.append(cell)
             inputs = hidden
