@@ -112,6 +112,7 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         config = self.config
         log_effective_config(config)
+        self.metrics.batch_capacity.set(config.batching.max_batch)
         self.metrics.set_build(predictor=config.predictor.kind,
                                model_version=self.pipeline.predictor.version,
                                method=self.pipeline.threshold.method)

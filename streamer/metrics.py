@@ -138,6 +138,9 @@ class Metrics:
             "Fetch of each reading from Kafka to its scoring decision.", LATENCY_BUCKETS, r)
         self.batch_size = Histogram("streamer_batch_size", "Readings per scored micro-batch.",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.batch_capacity = Gauge("streamer_batch_capacity",
+                                    "batching.max_batch: the size at which a micro-batch is flushed.",
+                                    registry=r)
         self.batch_seconds = Histogram("streamer_batch_seconds",
                                        "Wall time to score one micro-batch (all stages).",
                                        buckets=MODEL_BUCKETS, registry=r)
