@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
-APT_PACKAGES := kcat
+APT_PACKAGES := kcat prometheus
 
 .PHONY: setup sysdeps demo test lint typecheck unit clean
 
@@ -16,7 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-# Debian packages the tests drive as independent peers (kcat reads our alert topic).
+# Debian packages the tests drive as independent peers (kcat reads our alert topic;
+# prometheus and promtool load the rules and run every dashboard query).
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -8,16 +8,23 @@ missing tool is installed, or the test fails saying why.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import msgspec
 import pytest
+import yaml
 
 from streamer.config import Config, load_config
 from streamer.embedded_broker import EmbeddedBroker, free_port
@@ -110,3 +117,121 @@ def kcat() -> list[str]:
     if path is None:
         pytest.fail("kcat is required (Debian package 'kcat'); `make test` installs it")
     return [path, *KCAT_COMPAT]
+
+
+def _apt_install(package: str) -> None:
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=False, capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+@dataclass(frozen=True)
+class PrometheusTools:
+    """Paths of Debian's Prometheus server and promtool."""
+
+    server: str
+    promtool: str
+
+
+@pytest.fixture(scope="session")
+def prometheus_tools() -> PrometheusTools:
+    """Debian's ``prometheus`` package (server and promtool), installed with apt if missing."""
+    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
+        _apt_install("prometheus")
+    server, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if server is None or promtool is None:
+        pytest.fail("prometheus and promtool are required (Debian package 'prometheus'); "
+                    "`make test` installs them")
+    return PrometheusTools(server, promtool)
+
+
+@pytest.fixture(scope="session")
+def promtool(prometheus_tools: PrometheusTools) -> str:
+    """Path of Debian's promtool."""
+    return prometheus_tools.promtool
+
+
+@dataclass
+class PrometheusServer:
+    """A running Prometheus server and a client for its HTTP API."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, path: str, **params: str) -> dict[str, Any]:
+        """GET ``/api/v1/<path>``; the decoded body, also for 4xx answers (status "error")."""
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}?{query}",
+                                        timeout=10) as response:
+                body: dict[str, Any] = json.load(response)
+        except urllib.error.HTTPError as exc:  # a bad query is a 400 with a JSON body
+            body = json.load(exc)
+        return body
+
+    def query(self, expr: str) -> dict[str, Any]:
+        """An instant query at the current time."""
+        return self.api("query", query=expr)
+
+
+PrometheusFactory = Callable[..., PrometheusServer]
+
+
+@pytest.fixture(scope="module")
+def prometheus_factory(prometheus_tools: PrometheusTools,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
+    """Start real Prometheus servers on free loopback ports; each is terminated at teardown.
+
+    ``start(targets, rule_files)`` scrapes ``targets`` (host:port) as job ``streamer`` every
+    second, evaluates ``rule_files`` every second, and returns once ``/-/ready`` answers.
+    """
+    started: list[tuple[PrometheusServer, IO[bytes]]] = []
+
+    def start(targets: list[str], rule_files: list[Path]) -> PrometheusServer:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path.resolve()) for path in rule_files],
+            "scrape_configs": [{"job_name": "streamer", "static_configs": [{"targets": targets}]}],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        log_path = workdir / "prometheus.log"
+        log_file = log_path.open("wb")
+        process = subprocess.Popen(
+            [prometheus_tools.server, f"--config.file={config_path}",
+             f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=log_file, stderr=subprocess.STDOUT)
+        server = PrometheusServer(port, process, log_path)
+        started.append((server, log_file))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"prometheus exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return server
+            except OSError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"prometheus never became ready:\n{log_path.read_text()[-3000:]}")
+
+    yield start
+    for server, log_file in started:
+        if server.process.poll() is None:
+            server.process.terminate()
+            try:
+                server.process.wait(15)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+        log_file.close()

@@ -41,6 +41,7 @@ def make_consumer(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
     """A group consumer with manual commits (offsets follow finished work only)."""
     return AIOKafkaConsumer(
         group_id=config.group_id,
+        group_instance_id=config.group_instance_id,
         enable_auto_commit=False,
         auto_offset_reset=config.auto_offset_reset,
         max_poll_records=min(config.max_poll_records, max_records),
