@@ -17,10 +17,11 @@ data it was trained on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,9 @@ class TrainingData:
     series: dict[str, FloatArray]
     channels: tuple[str, ...]
     fingerprint: str
+    # Event times (epoch ms) per device, aligned with ``series``; empty when
+    # the data came from arrays without times.
+    timestamps: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:
@@ -176,7 +180,10 @@ def from_rows(
     bounds = np.flatnonzero(np.diff(codes[order])) + 1
     # Every id in ``ids`` has at least one row, so the chunks line up with it.
     chunks = np.split(values[order], bounds)
-    return from_arrays({str(device): chunk for device, chunk in zip(ids, chunks, strict=True)}, channels)
+    times = np.split(ts[order].astype(np.int64), bounds)
+    data = from_arrays({str(device): chunk for device, chunk in zip(ids, chunks, strict=True)}, channels)
+    return dataclasses.replace(
+        data, timestamps={str(device): chunk for device, chunk in zip(ids, times, strict=True)})
 
 def _read(path: Path) -> pa.Table:
     suffix = path.suffix.lower()

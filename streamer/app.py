@@ -9,6 +9,25 @@ Offsets are committed only for records whose readings were scored or
 dead-lettered and whose alerts the broker acknowledged. Batches are scored
 one at a time in fetch order, so the finished offsets of a partition are
 always contiguous and the commit position is the highest one plus one.
+
+Per-device state moves with its partition (:mod:`streamer.state.manager`):
+
+- every ``state.snapshot_interval_s``, on revoke and on shutdown, changed
+  devices are snapshotted *between* batches (under the scoring lock, so
+  each partition's state reflects exactly its finished offset), written to
+  the state topic and acknowledged, and only then are offsets committed;
+- aiokafka's rebalance is eager: every rebalance revokes *all* partitions
+  and then assigns the new set. Revoked state is therefore kept, suspended,
+  until the assignment is known (as Kafka Streams suspends tasks): a
+  partition that comes back with its committed offset unchanged resumes
+  with its state as it is; the devices of partitions that moved away are
+  released;
+- every other assigned partition is paused inside the assignment callback
+  (before any of its records can be fetched) and restored by a background
+  task (the callback must return quickly: aiokafka heartbeats only after it
+  does), then resumed. Records of a partition that is not active (being
+  restored, or revoked while queued) are never scored and never committed:
+  the owner reprocesses them.
 """
 
 from __future__ import annotations
@@ -17,12 +36,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -30,11 +50,19 @@ from streamer.codec import DeadLetter, DecodedBatch, ReadingBatch, ReadingDecode
 from streamer.config import Config, log_effective_config
 from streamer.endpoints import Health, HealthServer
 from streamer.errors import PipelineError
-from streamer.kafka.clients import ensure_topics, make_consumer, make_producer
+from streamer.kafka.clients import (
+    ensure_state_topic,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    make_reader,
+    partition_count,
+)
 from streamer.kafka.publisher import Publisher
 from streamer.metrics import Metrics
 from streamer.scoring.batcher import MicroBatcher
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
+from streamer.state.manager import StateManager, release_partitions
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +74,12 @@ WATCHDOG_INTERVAL_S = 0.5
 # A revoke runs inside the rebalance callback; finishing queued work must stay
 # well within the session timeout or the group moves on without us.
 REVOKE_DRAIN_FRACTION = 0.5
+# Marks a suspended partition whose in-memory state may be ahead of its
+# finished offset (the revoke drain timed out): never equal to a committed
+# offset, so the partition is restored rather than resumed as it is.
+_UNKNOWN_POSITION = -2
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +89,7 @@ class Fetched:
     records: Sequence[Record]
     decoded: DecodedBatch
     ends: Mapping[TopicPartition, int]  # next offset after this fetch, per partition
+    partitions: npt.NDArray[np.int32]  # input partition of each record
 
     def __len__(self) -> int:
         return len(self.records)
@@ -97,6 +132,14 @@ class Daemon:
         self._consumer: Any = None
         self._producer: Any = None
         self._publisher: Publisher | None = None
+        self.state: StateManager | None = None
+        # Held while a batch is scored, published and marked done: a snapshot
+        # taken under it sees each partition's state at its finished offset.
+        self._score_lock = asyncio.Lock()
+        self._state_torn = False  # a batch failed midway: in-memory state is ahead of its offsets
+        self._active: set[TopicPartition] = set()  # assigned, state in place: scored and committed
+        self._suspended: dict[TopicPartition, int | None] = {}  # revoked, state kept at this offset
+        self._takeover: asyncio.Task[None] | None = None
         self.http: HealthServer | None = None
         self.exit_code = 0
 
@@ -126,6 +169,14 @@ class Daemon:
             self._producer = make_producer(kafka)
             await self._producer.start()
             self._publisher = Publisher(self._producer, kafka.alert_topic, kafka.dead_letter_topic)
+            if config.state.enabled:
+                partitions = await partition_count(self._producer, kafka.input_topic)
+                await ensure_state_topic(kafka, kafka.state_topic_name(), partitions)
+                self.state = StateManager(self.pipeline, config, producer=self._producer,
+                                          run=self._on_scorer, metrics=self.metrics)
+                log.info("device state: %s (%d bytes per device, fingerprint %s)",
+                         kafka.state_topic_name(), self.state.schema.row_bytes,
+                         self.state.schema.fingerprint)
             self._consumer = make_consumer(kafka, max_records=config.batching.max_batch)
             self._consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
             await self._consumer.start()
@@ -148,6 +199,8 @@ class Daemon:
             asyncio.create_task(self._commit_loop(), name="commit"),
             asyncio.create_task(self._gauge_loop(), name="gauges"),
         ]
+        if self.state is not None:
+            helpers.append(asyncio.create_task(self._snapshot_loop(), name="snapshots"))
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
             done, _ = await asyncio.wait({fetch, score, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -158,6 +211,7 @@ class Daemon:
             fetch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetch
+            await self._cancel_takeover()
             await self.batcher.close()
             try:
                 await asyncio.wait_for(score, deadline)
@@ -165,7 +219,11 @@ class Daemon:
                 log.error(  # noqa: TRY400  # a timeout's traceback says nothing
                     "drain did not finish within %.1fs; uncommitted work will be replayed", deadline)
                 self.exit_code = 1
+            else:
+                # aiokafka calls no revoke listener on stop: hand the state over here.
+                await self.snapshot(list(self._active))
         finally:
+            await self._cancel_takeover()
             for task in (fetch, score, stop, *helpers):
                 task.cancel()
             await asyncio.gather(fetch, score, stop, *helpers, return_exceptions=True)
@@ -200,35 +258,81 @@ class Daemon:
             self.metrics.consumed.inc(len(records))
             decoded = self.decoder.decode(records, time.time())
             ends = {tp: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
-            await self.batcher.put(Fetched(records, decoded, ends))
+            # One partition number per record, from the per-partition lists (no per-record work).
+            partitions = np.repeat(np.array([tp.partition for tp in fetched], dtype=np.int32),
+                                   [len(batch) for batch in fetched.values()])
+            await self.batcher.put(Fetched(records, decoded, ends, partitions))
             self.metrics.queue_depth.set(self.batcher.qsize())
 
     async def _score_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             items = await self.batcher.next_batch()
             if not items:
                 return
             self._idle.clear()
-            records, readings, letters = _combine(items, len(self.pipeline.channels))
-            started = time.perf_counter()
-            try:
-                result = await loop.run_in_executor(self._executor, self.pipeline.score, readings)
-            except Exception as exc:
-                # Nothing of this batch is committed; the next owner replays it.
-                raise PipelineError(f"scoring failed: {exc}") from exc
-            batch_seconds = time.perf_counter() - started
-            now_ms = int(time.time() * 1000)
-            letters.extend(
-                (records[r.record_index].key, dead_letter(records[r.record_index], r, now_ms))
-                for r in result.rejections
-            )
-            assert self._publisher is not None  # noqa: S101  # set before the loops start
-            await self._publisher.publish(result.alerts, letters)
-            self._record(result, letters, batch_seconds, len(readings))
-            self._mark_done(items)
+            async with self._score_lock:
+                try:
+                    await self._score_items(self._owned(items))
+                except BaseException:
+                    # State may now be ahead of the finished offsets: never snapshot it.
+                    self._state_torn = True
+                    raise
             if self.batcher.qsize() == 0:
                 self._idle.set()
+
+    async def _score_items(self, items: Sequence[Fetched]) -> None:
+        if not items:
+            return
+        loop = asyncio.get_running_loop()
+        records, readings, letters, partitions = _combine(items, len(self.pipeline.channels))
+        started = time.perf_counter()
+        try:
+            result = await loop.run_in_executor(self._executor, self._score, readings, partitions)
+        except Exception as exc:
+            # Nothing of this batch is committed; the next owner replays it.
+            raise PipelineError(f"scoring failed: {exc}") from exc
+        batch_seconds = time.perf_counter() - started
+        now_ms = int(time.time() * 1000)
+        letters.extend(
+            (records[r.record_index].key, dead_letter(records[r.record_index], r, now_ms))
+            for r in result.rejections
+        )
+        assert self._publisher is not None  # noqa: S101  # set before the loops start
+        await self._publisher.publish(result.alerts, letters)
+        self._record(result, letters, batch_seconds, len(readings))
+        self._mark_done(items)
+
+    def _score(self, readings: ReadingBatch, partitions: npt.NDArray[np.int32]) -> ScoreResult:
+        """Score on the scoring thread; new devices remember the partition their reading came from."""
+        registry = self.pipeline.registry
+        registry.incoming_partitions = partitions[readings.record_index]
+        try:
+            return self.pipeline.score(readings)
+        finally:
+            registry.incoming_partitions = None
+
+    def _owned(self, items: Sequence[Fetched]) -> list[Fetched]:
+        """The fetched records of active partitions only.
+
+        Records of a partition that was revoked (or is being restored) since
+        they were fetched are dropped unscored and uncommitted: their owner
+        reprocesses them against the right state.
+        """
+        active = self._active
+        kept: list[Fetched] = []
+        for item in items:
+            if all(tp in active for tp in item.ends):
+                kept.append(item)
+                continue
+            records = [r for r in item.records if TopicPartition(r.topic, r.partition) in active]
+            if not records:
+                continue
+            fetched_at = item.decoded.readings.fetched_at
+            decoded = self.decoder.decode(records, float(fetched_at[0]) if len(fetched_at) else None)
+            ends = {tp: end for tp, end in item.ends.items() if tp in active}
+            partitions = np.array([r.partition for r in records], dtype=np.int32)
+            kept.append(Fetched(records, decoded, ends, partitions))
+        return kept
 
     def _record(self, result: ScoreResult, letters: Sequence[tuple[bytes | None, DeadLetter]],
                 batch_seconds: float, batch_size: int) -> None:
@@ -253,7 +357,7 @@ class Daemon:
     def _mark_done(self, items: Sequence[Fetched]) -> None:
         # Items are scored in fetch order, so later ends supersede earlier ones.
         for item in items:
-            self._done.update(item.ends)
+            self._done.update((tp, end) for tp, end in item.ends.items() if tp in self._active)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -278,6 +382,45 @@ class Daemon:
             self._committed.update(offsets)
             self.metrics.commits.labels("ok").inc()
             self.metrics.last_commit.set(time.time())
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.state.snapshot_interval_s)
+            try:
+                await self.snapshot(list(self._active))
+            except Exception:
+                # Keep snapshotting: a missed round only means a longer replay after a move.
+                self.metrics.state_snapshot_failures.inc()
+                log.exception("snapshot round failed")
+            await self.commit()
+
+    async def snapshot(self, partitions: Collection[TopicPartition]) -> None:
+        """Snapshot the changed devices of ``partitions`` and wait for the state topic's acks.
+
+        Taken between batches, so each device is stamped with the finished
+        offset its partition's state reflects. Call before committing: the
+        committed offset is then at or beyond every snapshot's stamp.
+        """
+        state = self.state
+        if state is None or self._state_torn:
+            return
+        async with self._score_lock:
+            positions = {tp.partition: self._done[tp] for tp in partitions
+                         if tp in self._active and tp in self._done}
+            if not positions:
+                return
+            taken = await self._on_scorer(lambda: state.take(positions))
+        try:
+            await state.write(taken)
+        except KafkaError as exc:
+            # Not fatal: the devices stay changed and the next round retries;
+            # meanwhile a new owner restores older snapshots and replays more.
+            self.metrics.state_snapshot_failures.inc()
+            log.warning("snapshot of %d devices not acknowledged (%s)", len(taken.values), exc)
+
+    def _on_scorer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run ``fn`` on the scoring thread (the only thread that touches device state)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def _watchdog(self) -> None:
         loop = asyncio.get_running_loop()
@@ -314,28 +457,116 @@ class Daemon:
 
     # --------------------------------------------------------------- rebalance
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Finish queued work and commit before the partitions move away."""
+        """Finish queued work, snapshot and commit before the partitions move away.
+
+        The revoked partitions' state stays in memory, suspended, until the
+        next assignment says whether they come back.
+        """
+        await self._cancel_takeover()
         if not revoked:
             return
         budget = self.config.kafka.session_timeout_ms / 1000.0 * REVOKE_DRAIN_FRACTION
+        drained = True
         try:
             await asyncio.wait_for(self._idle.wait(), budget)
         except TimeoutError:
+            drained = False
             log.warning("revoke: queued work not finished within %.1fs; it will be replayed", budget)
+        if drained:
+            await self.snapshot(revoked)
         await self.commit(list(revoked))
         self.metrics.forget_partitions(tp.partition for tp in revoked)
+        restoring: list[int] = []
         for tp in revoked:
+            if tp in self._active:
+                self._suspended[tp] = self._done.get(tp) if drained else _UNKNOWN_POSITION
+            else:  # revoked mid-restore: its devices are partly rebuilt
+                restoring.append(tp.partition)
+            self._active.discard(tp)
             self._done.pop(tp, None)
             self._committed.pop(tp, None)
+        if restoring:
+            await self._on_scorer(lambda: release_partitions(self.pipeline, restoring))
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        """Record the new assignment; the daemon is ready once it has one."""
+        """Pause the new assignment and start taking it over; the daemon is ready once it has one."""
         self.metrics.rebalances.inc()
         self.metrics.assigned.set(len(assigned))
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+        if self._consumer is not None and assigned:
+            # Synchronously, before the callback yields: no record of these
+            # partitions can be fetched before their state is in place.
+            self._consumer.pause(*assigned)
+        self._takeover = asyncio.create_task(self._take_over(set(assigned)), name="takeover")
         if not self._stop.is_set():
             self.health.ready = True
             self.metrics.ready.set(1)
+
+    async def _take_over(self, assigned: set[TopicPartition]) -> None:
+        """Resume kept partitions as they are, release moved ones, restore the rest, then resume."""
+        try:
+            await self._take_over_partitions(assigned)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # any failure: score cold rather than stall the partitions
+            log.exception("taking over partitions failed; they start cold (devices warm up again)")
+            cold = [tp for tp in assigned if tp not in self._active]
+            self.metrics.state_cold_partitions.inc(len(cold))
+            await self._on_scorer(lambda: release_partitions(self.pipeline, [tp.partition for tp in cold]))
+            for tp in cold:
+                self._activate(tp, None)
+
+    async def _take_over_partitions(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        committed: dict[TopicPartition, int | None] = {tp: await consumer.committed(tp) for tp in assigned}
+        kept = {tp for tp in assigned if tp in self._suspended and self._suspended[tp] == committed[tp]}
+        stale = [tp.partition for tp in self._suspended if tp not in kept]
+        self._suspended.clear()
+        if stale:
+            released = await self._on_scorer(lambda: release_partitions(self.pipeline, stale))
+            log.info("released %d devices of partitions %s", released, sorted(stale))
+        for tp in kept:
+            self._activate(tp, committed[tp])
+        rest = sorted(assigned - kept)
+        state = self.state
+        if state is None or not rest:
+            for tp in rest:
+                self._activate(tp, committed[tp])
+            return
+        deadline = time.monotonic() + self.config.state.restore_timeout_s
+        reader = make_reader(self.config.kafka, max_records=self.config.batching.max_batch)
+        await reader.start()
+        try:
+            for tp in rest:
+                offset = committed[tp]
+                if offset is None:  # the group never committed here: nothing to restore
+                    self._activate(tp, None)
+                    continue
+                try:
+                    await state.restore_partition(reader, tp.partition, offset, deadline=deadline)
+                except (KafkaError, TimeoutError) as exc:
+                    log.warning("partition %d: restore failed (%s); its devices warm up again",
+                                tp.partition, exc)
+                    self.metrics.state_cold_partitions.inc()
+                    await state.release([tp.partition])
+                self._activate(tp, offset)
+        finally:
+            await reader.stop()
+
+    def _activate(self, tp: TopicPartition, committed: int | None) -> None:
+        """State of ``tp`` is in place as of ``committed``: score, snapshot and commit it again."""
+        self._active.add(tp)
+        if committed is not None:
+            self._done[tp] = committed
+            self._committed[tp] = committed
+        self._consumer.resume(tp)
+
+    async def _cancel_takeover(self) -> None:
+        task, self._takeover = self._takeover, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -351,8 +582,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _combine(
     items: Sequence[Fetched], channels: int
-) -> tuple[list[Record], ReadingBatch, list[tuple[bytes | None, DeadLetter]]]:
-    """One record list and one reading batch from several fetches; decode rejections as letters."""
+) -> tuple[list[Record], ReadingBatch, list[tuple[bytes | None, DeadLetter]], npt.NDArray[np.int32]]:
+    """One record list and one reading batch from several fetches; decode rejections as letters.
+
+    Also returns the input partition of each record of the list.
+    """
     records: list[Record] = []
     batches: list[ReadingBatch] = []
     letters: list[tuple[bytes | None, DeadLetter]] = []
@@ -371,4 +605,6 @@ def _combine(
             (item.records[r.record_index].key, dead_letter(item.records[r.record_index], r, now_ms))
             for r in item.decoded.rejections
         )
-    return records, ReadingBatch.concat(batches, channels), letters
+    partitions = (items[0].partitions if len(items) == 1
+                  else np.concatenate([item.partitions for item in items]))
+    return records, ReadingBatch.concat(batches, channels), letters, partitions

@@ -21,6 +21,7 @@ from streamer import __version__
 from streamer.bench.command import add_bench_parser
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
+from streamer.evaluation.command import add_evaluate_parser
 
 log = logging.getLogger("streamer")
 
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_parsers(sub, common)
     _export_parser(sub, common)
     add_bench_parser(sub, common)
+    add_evaluate_parser(sub, common)
     return parser
 
 

@@ -75,7 +75,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     """An alert event as published to the alert topic (keyed by device id)."""
 
     alert_id: str
-    event: Literal["open", "resolve"]
+    event: Literal["open", "update", "resolve"]
     device_id: str
     ts: int  # event time of the reading that caused this event (epoch ms)
     episode_start_ts: int

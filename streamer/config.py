@@ -80,9 +80,17 @@ class KafkaConfig(_Section, frozen=True):
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "streamer"
     group_id: str = "streamer"
+    # Static membership: a stable id per replica (e.g. the StatefulSet pod name)
+    # lets a restarted daemon rejoin within session_timeout_ms without a rebalance.
+    group_instance_id: str | None = None
     input_topic: str = "readings"
     alert_topic: str = "alerts"
     dead_letter_topic: str = "readings-dlq"
+    # Compacted topic of per-device detector snapshots (see the `state` section).
+    # Unset: "<group_id>-<input_topic>-state", so two groups reading one input
+    # topic never restore each other's devices (Kafka Streams names its
+    # changelogs after the application id for the same reason).
+    state_topic: str | None = None
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: PositiveInt = 5000
     fetch_max_wait_ms: NonNegativeInt = 20
@@ -105,6 +113,16 @@ class KafkaConfig(_Section, frozen=True):
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         if not self.bootstrap_servers.strip():
             raise ValueError("bootstrap_servers must not be empty")
+        if self.state_topic is not None and not self.state_topic.strip():
+            raise ValueError("state_topic must not be empty (leave it unset for the default name)")
+
+    def state_topic_name(self) -> str:
+        """The state topic: ``state_topic``, or one named after the group and the input topic.
+
+        >>> KafkaConfig(group_id="g", input_topic="readings").state_topic_name()
+        'g-readings-state'
+        """
+        return self.state_topic or f"{self.group_id}-{self.input_topic}-state"
 
 
 class ReadingsConfig(_Section, frozen=True):
@@ -178,26 +196,123 @@ class PredictorConfig(_Section, frozen=True):
     lstm: LSTMConfig = msgspec.field(default_factory=LSTMConfig)
 
 
+class DynamicThresholdConfig(_Section, frozen=True):
+    """Nonparametric dynamic threshold (Hundman et al., KDD 2018), made streaming.
+
+    Defaults are the published ones.
+    """
+
+    # Trailing smoothed errors the threshold is chosen over (h).
+    window: Annotated[int, msgspec.Meta(ge=10)] = 2100
+    # EWMA span of the absolute residual.
+    smoothing_span: Annotated[float, msgspec.Meta(ge=1)] = 105.0
+    # Candidate thresholds mean + z * std for z in [z_min, z_max] by z_step.
+    z_min: PositiveFloat = 2.5
+    z_max: PositiveFloat = 11.5
+    z_step: PositiveFloat = 0.5
+    # A candidate flagging more sequences than this is rejected.
+    max_sequences: PositiveInt = 5
+    # A candidate flagging this fraction of the window or more is rejected.
+    max_fraction: UnitInterval = 0.5
+    # Prune a flagged sequence whose peak is within this fraction of the next lower peak.
+    prune_p: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.13
+    # Readings either side of a flagged point that join it into one sequence.
+    error_buffer: NonNegativeInt = 100
+    # Re-evaluate the threshold every this many readings of a device (1 = every reading).
+    decision_interval: PositiveInt = 70
+    # Smoothed errors a device needs before the first evaluation.
+    min_history: Annotated[int, msgspec.Meta(ge=2)] = 100
+    # Also search the inverted errors (2*mean - e), catching drops.
+    inverted: bool = True
+
+    def __post_init__(self) -> None:
+        if self.z_max < self.z_min:
+            raise ValueError("z_max must be >= z_min")
+        if self.min_history > self.window:
+            raise ValueError("min_history must be <= window")
+
+
+class LikelihoodConfig(_Section, frozen=True):
+    """Anomaly likelihood: Gaussian tail of a short average of the raw score against its history."""
+
+    # Readings in the short moving average of the raw score.
+    short_window: PositiveInt = 10
+    # Raw scores kept for the long-run mean and variance.
+    history: Annotated[int, msgspec.Meta(ge=10)] = 8640
+    # How the long-run mean and variance of the short averages are kept.
+    # window: exact, over a ring of the last `history` averages (2 bytes each:
+    # ~17 KB per device at 8640). exponential: exponentially weighted with
+    # span `history`, 16 bytes per device; recent averages weigh more and an
+    # old outlier fades instead of dropping out at once.
+    estimator: Literal["window", "exponential"] = "exponential"
+    # Readings before the first estimate (the likelihood is 0.5 until then).
+    learning_period: PositiveInt = 288
+    # Re-estimate the mean and variance every this many readings.
+    reestimation_period: PositiveInt = 100
+    # Likelihood at or above this flags a reading.
+    threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.9999
+    # Floor of the long-run standard deviation of the averaged raw score.
+    min_std: PositiveFloat = 1e-4
+    # Range novelty: a reading beyond the device's all-time [min, max] by more
+    # than this fraction of max - min scores 1.0 and is flagged, whatever its
+    # residual (catches jumps to never-seen levels that a one-step forecaster
+    # absorbs after one reading). null turns it off.
+    range_margin: Annotated[float, msgspec.Meta(ge=0)] | None = 0.02
+
+
 class ThresholdsConfig(_Section, frozen=True):
     """Dynamic per-device threshold on the forecast residual."""
 
-    method: Literal["zscore"] = "zscore"
-    # EWMA span of the residual smoothing (1 = no smoothing).
+    # zscore: rolling z-score of the smoothed residual; dynamic: Hundman et al.'s
+    # nonparametric threshold; likelihood: anomaly likelihood of the residual.
+    method: Literal["zscore", "dynamic", "likelihood"] = "zscore"
+    # zscore: EWMA span of the residual smoothing (1 = no smoothing).
     smoothing_span: Annotated[float, msgspec.Meta(ge=1)] = 2.0
-    # Span of the exponentially weighted mean and variance of the smoothed residual.
+    # zscore: span of the exponentially weighted mean and variance of the smoothed residual.
     window: Annotated[int, msgspec.Meta(ge=16)] = 200
+    # zscore: |z| at or above this flags a reading.
     z: PositiveFloat = 5.0
     # Readings a device must have before it is scored.
     warmup: NonNegativeInt = 40
-    # Standard deviation floor, so a perfectly flat signal does not alert on noise-free jitter.
+    # zscore: standard deviation floor, so a perfectly flat signal does not alert on jitter.
     min_std: Annotated[float, msgspec.Meta(ge=0)] = 1e-6
+    dynamic: DynamicThresholdConfig = msgspec.field(default_factory=DynamicThresholdConfig)
+    likelihood: LikelihoodConfig = msgspec.field(default_factory=LikelihoodConfig)
 
 
 class AlertsConfig(_Section, frozen=True):
-    """When alert episodes open and resolve."""
+    """When alert episodes open, update and resolve."""
 
-    # Consecutive normal readings that close an open episode.
+    # Consecutive flagged readings before an episode opens (its start is the first of them).
+    min_duration: PositiveInt = 1
+    # Hysteresis: once open, a reading whose score is at or above this keeps the
+    # episode open even if the threshold no longer flags it (1.0 = no hysteresis).
+    hold_score: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    # Consecutive calm readings that close an open episode.
     resolve_after: PositiveInt = 20
+    # Readings after a resolve during which a device cannot open a new episode.
+    cooldown: NonNegativeInt = 0
+    # While open, at most one `update` event per this many readings, sent only
+    # when the score exceeds the highest one already reported (0 = no updates).
+    update_every: NonNegativeInt = 0
+
+
+class StateConfig(_Section, frozen=True):
+    """Per-device detector state that moves with its partition (snapshots and restore)."""
+
+    # Snapshot devices to kafka.state_topic and restore them on assignment.
+    # Off: a device that changes owner starts warming up again.
+    enabled: bool = True
+    # How often changed devices are snapshotted (also on revoke and shutdown).
+    # Longer means fewer writes and a longer replay after a crash.
+    snapshot_interval_s: PositiveFloat = 30.0
+    # Input records replayed per partition on assignment to bring snapshots up
+    # to the committed offset; older history is skipped (devices continue
+    # from their snapshot across the gap).
+    max_replay_records: NonNegativeInt = 1_000_000
+    # Reading the state topic and replaying, per assignment. Partitions not
+    # restored by then start cold (their devices warm up again).
+    restore_timeout_s: PositiveFloat = 300.0
 
 
 class MetricsConfig(_Section, frozen=True):
@@ -227,6 +342,7 @@ class Config(_Section, frozen=True):
     predictor: PredictorConfig = msgspec.field(default_factory=PredictorConfig)
     thresholds: ThresholdsConfig = msgspec.field(default_factory=ThresholdsConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
 

@@ -28,6 +28,11 @@ LATENCY_BUCKETS = (
 )
 MODEL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
+# Restoring one partition: from an empty state topic (milliseconds) to a long
+# replay of a busy partition (minutes).
+RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# How a device's snapshot was treated on assignment (bounded label values).
+RESTORE_OUTCOMES = ("restored", "stale", "mismatch")
 
 
 class BulkHistogram(Collector):
@@ -166,6 +171,30 @@ class Metrics:
         self.queue_depth = Gauge("streamer_queue_batches", "Fetched batches waiting to be scored.",
                                  registry=r)
         self.ready = Gauge("streamer_ready", "1 when the daemon is consuming and scoring.", registry=r)
+        self.state_snapshots = Counter("streamer_state_snapshots",
+                                       "Device snapshots acknowledged by the state topic.", registry=r)
+        self.state_snapshot_failures = Counter(
+            "streamer_state_snapshot_failures",
+            "Snapshot rounds whose writes were not acknowledged (devices retried next round).",
+            registry=r)
+        self.state_restored = Counter(
+            "streamer_state_restored_devices",
+            "Devices found on the state topic at assignment, by outcome: restored, stale "
+            "(stamped beyond the committed offset: ignored), mismatch (other model or layout: ignored).",
+            ["outcome"], registry=r)
+        for outcome in RESTORE_OUTCOMES:
+            self.state_restored.labels(outcome)
+        self.state_replayed = Counter(
+            "streamer_state_replayed_readings",
+            "Input readings replayed into restored state (alerts suppressed).", registry=r)
+        self.state_restore_seconds = Histogram(
+            "streamer_state_restore_seconds",
+            "Time to restore one assigned partition (read snapshots, apply, replay).",
+            buckets=RESTORE_BUCKETS, registry=r)
+        self.state_cold_partitions = Counter(
+            "streamer_state_cold_partitions",
+            "Assigned partitions whose restore failed or timed out; their devices warm up again.",
+            registry=r)
 
     def set_build(self, *, predictor: str, model_version: str, method: str) -> None:
         """Publish what this daemon runs."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streamer.config import AlertsConfig
 from streamer.state.slot_table import SlotTable
 
 IndexArray = npt.NDArray[np.intp]
@@ -33,25 +34,52 @@ def alert_id(device_id: str, episode_start_ts: int, model_version: str) -> str:
 
 @dataclass(frozen=True)
 class EpisodeChanges:
-    """Rows (into the round) whose reading opened or resolved an episode."""
+    """Rows (into the round) whose reading opened, updated or resolved an episode."""
 
     opened: IndexArray
+    updated: IndexArray
     resolved: IndexArray
     episode_start: npt.NDArray[np.int64]  # per row of the round
 
 
 class EpisodeTracker:
-    """Vectorised open/resolve state machine over device slots."""
+    """Vectorised alert lifecycle over device slots.
 
-    def __init__(self, table: SlotTable, resolve_after: int) -> None:
+    Per device, one reading at a time (rows that are not ``scored`` leave the
+    state untouched):
+
+    * closed: a flagged reading extends a run of flagged readings; when the run
+      reaches ``min_duration`` the episode opens, starting at the run's first
+      reading (so its id does not depend on ``min_duration``). An unflagged
+      reading ends the run. During ``cooldown`` readings after a resolve,
+      flagged readings are ignored, so a flapping device pages once.
+    * open: a reading is *calm* when it is not flagged and its score is below
+      ``hold_score`` (hysteresis: a score that no longer crosses the threshold
+      but is still high keeps the episode open). ``resolve_after`` consecutive
+      calm readings resolve it. With ``update_every`` > 0, an ``update`` is
+      emitted when the score exceeds the highest one reported for the episode,
+      at most once per ``update_every`` readings.
+    """
+
+    def __init__(self, table: SlotTable, config: AlertsConfig) -> None:
         self.table = table
-        self.resolve_after = resolve_after
+        self.config = config
         table.add_field("ep_open", (), np.bool_, False)
         table.add_field("ep_start_ts", (), np.int64, 0)
         table.add_field("ep_calm", (), np.int64, 0)
+        table.add_field("ep_run", (), np.int64, 0)
+        table.add_field("ep_run_start_ts", (), np.int64, 0)
+        table.add_field("ep_cooldown", (), np.int64, 0)
+        table.add_field("ep_since_report", (), np.int64, 0)
+        table.add_field("ep_peak_score", (), np.float64, 0.0)
 
     def update(
-        self, slots: IndexArray, ts: npt.NDArray[np.int64], anomalous: BoolArray, scored: BoolArray
+        self,
+        slots: IndexArray,
+        ts: npt.NDArray[np.int64],
+        anomalous: BoolArray,
+        score: npt.NDArray[np.float64],
+        scored: BoolArray,
     ) -> EpisodeChanges:
         """Advance each slot's episode by one reading.
 
@@ -59,25 +87,58 @@ class EpisodeTracker:
             slots: Distinct slots.
             ts: Event timestamps (ms).
             anomalous: The threshold's decision.
+            score: The threshold's score in [0, 1] (hysteresis and updates).
             scored: Rows past warm-up; others leave episodes untouched.
         """
-        is_open = self.table["ep_open"][slots].astype(bool)
-        start = self.table["ep_start_ts"][slots]
-        calm = self.table["ep_calm"][slots]
+        cfg = self.config
+        table = self.table
+        was_open = table["ep_open"][slots].astype(bool)
+        start = table["ep_start_ts"][slots]
+        calm = table["ep_calm"][slots]
+        run = table["ep_run"][slots]
+        run_start = table["ep_run_start_ts"][slots]
+        cooldown = table["ep_cooldown"][slots]
+        since_report = table["ep_since_report"][slots]
+        peak = table["ep_peak_score"][slots]
 
-        opens = scored & anomalous & ~is_open
-        continues = scored & anomalous & is_open
-        quiet = scored & ~anomalous & is_open
-        calm = np.where(opens | continues, 0, np.where(quiet, calm + 1, calm))
-        resolves = quiet & (calm >= self.resolve_after)
-        start = np.where(opens, ts, start)
-        is_open = (is_open | opens) & ~resolves
+        closed = scored & ~was_open
+        cooling = closed & (cooldown > 0)
+        cooldown = np.where(cooling, cooldown - 1, cooldown)
+        eligible = closed & ~cooling
+        extends = eligible & anomalous
+        run_start = np.where(extends & (run == 0), ts, run_start)
+        run = np.where(extends, run + 1, np.where(closed, 0, run))
+        opens = extends & (run >= cfg.min_duration)
+        start = np.where(opens, run_start, start)
+        run = np.where(opens, 0, run)
 
-        self.table["ep_open"][slots] = is_open
-        self.table["ep_start_ts"][slots] = start
-        self.table["ep_calm"][slots] = np.where(resolves, 0, calm)
+        staying = scored & was_open
+        holds = anomalous | (score >= cfg.hold_score)
+        calm = np.where(staying, np.where(holds, 0, calm + 1), np.where(opens, 0, calm))
+        resolves = staying & (calm >= cfg.resolve_after)
+        calm = np.where(resolves, 0, calm)
+        cooldown = np.where(resolves, cfg.cooldown, cooldown)
+
+        since_report = np.where(staying, since_report + 1, np.where(opens, 0, since_report))
+        updates = np.zeros_like(resolves)
+        if cfg.update_every > 0:
+            updates = staying & ~resolves & (since_report >= cfg.update_every) & (score > peak)
+        since_report = np.where(updates, 0, since_report)
+        peak = np.where(opens | updates, score, peak)
+
+        table["ep_open"][slots] = (was_open | opens) & ~resolves
+        table["ep_start_ts"][slots] = start
+        table["ep_calm"][slots] = calm
+        table["ep_run"][slots] = run
+        table["ep_run_start_ts"][slots] = run_start
+        table["ep_cooldown"][slots] = cooldown
+        table["ep_since_report"][slots] = since_report
+        table["ep_peak_score"][slots] = peak
         return EpisodeChanges(
-            opened=np.flatnonzero(opens), resolved=np.flatnonzero(resolves), episode_start=start
+            opened=np.flatnonzero(opens),
+            updated=np.flatnonzero(updates),
+            resolved=np.flatnonzero(resolves),
+            episode_start=start,
         )
 
     def open_count(self) -> int:

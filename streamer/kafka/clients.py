@@ -53,6 +53,23 @@ def make_consumer(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
     )
 
 
+def make_reader(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
+    """A consumer outside any group, for reading partitions by hand (state restore and replay).
+
+    It never commits and never joins the group, so it cannot disturb the
+    daemon's own assignment. A seek below the log start resets to the
+    earliest offset still held.
+    """
+    return AIOKafkaConsumer(
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+        **connection_kwargs(config),
+    )
+
+
 def make_producer(config: KafkaConfig) -> AIOKafkaProducer:
     """Producer for alerts and dead letters: every write acknowledged by all replicas."""
     return AIOKafkaProducer(
@@ -94,3 +111,52 @@ async def ensure_topics(config: KafkaConfig, topics: Sequence[str]) -> None:
         raise BrokerError(f"topic setup failed: {exc}") from exc
     finally:
         await admin.close()
+
+
+async def ensure_state_topic(config: KafkaConfig, topic: str, partitions: int) -> None:
+    """Create the compacted state topic with ``partitions`` partitions, or check the existing one.
+
+    Snapshots of input partition ``p`` live in state partition ``p``, so the
+    two topics must have the same number of partitions.
+
+    Raises:
+        TopicSetupError: Missing and may not be created, or its partition
+            count differs from ``partitions``.
+        BrokerError: The cluster could not be reached.
+    """
+    admin = AIOKafkaAdminClient(**connection_kwargs(config))
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka at {config.bootstrap_servers}: {exc}") from exc
+    try:
+        if topic not in set(await admin.list_topics()):
+            if not config.create_topics:
+                raise TopicSetupError(topic, "does not exist and kafka.create_topics is false")
+            log.info("creating state topic %s (%d partitions, compacted)", topic, partitions)
+            try:
+                await admin.create_topics([NewTopic(topic, partitions, config.replication_factor,
+                                                    topic_configs={"cleanup.policy": "compact"})])
+            except TopicAlreadyExistsError:
+                log.debug("state topic was created concurrently")
+        described = await admin.describe_topics([topic])
+        existing = len(described[0]["partitions"]) if described else 0
+        if existing != partitions:
+            raise TopicSetupError(topic, f"has {existing} partitions; the input topic has {partitions} "
+                                         "(state partition p holds the devices of input partition p)")
+    except KafkaError as exc:
+        raise BrokerError(f"state topic setup failed: {exc}") from exc
+    finally:
+        await admin.close()
+
+
+async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    """Partitions of ``topic`` from the producer's metadata.
+
+    Raises:
+        TopicSetupError: The topic is unknown to the cluster.
+    """
+    partitions = await producer.partitions_for(topic)
+    if not partitions:
+        raise TopicSetupError(topic, "has no partitions in the cluster metadata")
+    return len(partitions)

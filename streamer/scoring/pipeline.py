@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +27,11 @@ from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import RollingZScore, ThresholdResult
+from streamer.thresholds import Threshold, make_threshold
+from streamer.thresholds.zscore import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
+AlertEvent = Literal["open", "update", "resolve"]
 
 _DEVICE_LIMIT = "buffers.max_devices reached; new devices are not admitted"
 _DUPLICATE = "same event time as the device's last accepted reading"
@@ -61,6 +64,7 @@ class _RoundChanges:
     decision: ThresholdResult
     forecast: npt.NDArray[np.float64]
     opened: IndexArray
+    updated: IndexArray
     resolved: IndexArray
     episode_start: npt.NDArray[np.int64]
 
@@ -125,8 +129,8 @@ class ScoringPipeline:
         )
         table = self.registry.table
         self.predictor: Predictor = predictor or make_predictor(config, table)
-        self.threshold = RollingZScore(table, channel_count, config.thresholds)
-        self.episodes = EpisodeTracker(table, config.alerts.resolve_after)
+        self.threshold: Threshold = make_threshold(table, channel_count, config.thresholds)
+        self.episodes = EpisodeTracker(table, config.alerts)
         self.warmup = config.thresholds.warmup
 
     def score(self, batch: ReadingBatch) -> ScoreResult:
@@ -155,7 +159,9 @@ class ScoringPipeline:
         result.event_ts_ms = batch.ts_ms[processed]
         result.fetched_at = batch.fetched_at[processed]
         for change in changes:
-            for kind, picks in (("open", change.opened), ("resolve", change.resolved)):
+            events: tuple[tuple[AlertEvent, IndexArray], ...] = (
+                ("open", change.opened), ("update", change.updated), ("resolve", change.resolved))
+            for kind, picks in events:
                 result.alerts.extend(
                     self._alert(kind, batch, change, pick, result.decided_at) for pick in picks.tolist()
                 )
@@ -200,22 +206,22 @@ class ScoringPipeline:
         table["last_ts"][round_slots] = ts
         seen[round_slots] += 1
 
-        decision = self.threshold.update(round_slots, residual, scored)
-        episode = self.episodes.update(round_slots, ts, decision.anomalous, scored)
+        decision = self.threshold.update(round_slots, residual, scored, values)
+        episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
         scored_count = int(np.count_nonzero(scored))
         result.scored += scored_count
         result.warmup += len(batch_rows) - scored_count
         result.scores[batch_rows] = np.where(scored, decision.score, np.nan)
-        if episode.opened.size or episode.resolved.size:
+        if episode.opened.size or episode.updated.size or episode.resolved.size:
             changes.append(
-                _RoundChanges(batch_rows, decision, forecast, episode.opened, episode.resolved,
-                              episode.episode_start)
+                _RoundChanges(batch_rows, decision, forecast, episode.opened, episode.updated,
+                              episode.resolved, episode.episode_start)
             )
         return batch_rows
 
     def _alert(
         self,
-        kind: str,
+        kind: AlertEvent,
         batch: ReadingBatch,
         change: _RoundChanges,
         pick: int,
@@ -231,7 +237,7 @@ class ScoringPipeline:
         ts = int(batch.ts_ms[row])
         return Alert(
             alert_id=alert_id(device_id, start, self.predictor.version),
-            event="open" if kind == "open" else "resolve",
+            event=kind,
             device_id=device_id,
             ts=ts,
             episode_start_ts=start,

@@ -1,9 +1,21 @@
-"""Device id → slot mapping over a growing slot table."""
+"""Device id → slot mapping over a growing slot table.
+
+Besides the per-device fields every model shares (last event time, readings
+seen, ring buffer), the registry keeps three bookkeeping fields that are not
+detector state and never travel in snapshots (:data:`BOOKKEEPING_FIELDS`):
+whether a slot holds a device, the input partition its readings arrive on,
+and its ``seen`` count when it was last snapshotted (a device is *changed*
+while ``seen`` differs from it: every reading that touches detector state
+also increments ``seen``).
+
+Released slots go to a free list and are handed to the next new device, so a
+fleet that moves between daemons does not grow the table without bound.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +29,12 @@ log = logging.getLogger(__name__)
 NO_SLOT = -1
 # No reading accepted yet: any real timestamp is newer.
 NEVER = np.iinfo(np.int64).min
+# The device's input partition is not known (admitted outside the daemon).
+NO_PARTITION = -1
+# Slot-table fields that describe the slot, not the detector: never snapshotted.
+BOOKKEEPING_FIELDS: tuple[str, ...] = ("reg_live", "reg_partition", "reg_snapshot_seen")
+
+IndexArray = npt.NDArray[np.intp]
 
 
 class DeviceRegistry:
@@ -32,22 +50,39 @@ class DeviceRegistry:
         self.table = SlotTable(min(initial_devices, max_devices))
         self.table.add_field("last_ts", (), np.int64, NEVER)
         self.table.add_field("seen", (), np.int64, 0)
+        self.table.add_field("reg_live", (), np.bool_, False)
+        self.table.add_field("reg_partition", (), np.int32, NO_PARTITION)
+        self.table.add_field("reg_snapshot_seen", (), np.int64, 0)
         self.rings = RingBuffers(self.table, window=window, channels=channels)
         self._slot_of: dict[str, int] = {}
-        self._ids: list[str] = []
+        self._ids: list[str] = []  # by slot; "" for a free slot
+        self._free: list[int] = []
+        # Set by the caller around one ``resolve``: the input partition of each
+        # id, recorded for the devices that call admits.
+        self.incoming_partitions: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
+        return len(self._slot_of)
+
+    @property
+    def high_water(self) -> int:
+        """One past the highest slot ever used (free slots included)."""
         return len(self._ids)
 
     def device_id(self, slot: int) -> str:
-        """The id of the device in ``slot``."""
+        """The id of the device in ``slot`` ("" for a free slot)."""
         return self._ids[slot]
+
+    def device_ids(self, slots: IndexArray) -> list[str]:
+        """The ids of the devices in ``slots``."""
+        ids = self._ids
+        return [ids[slot] for slot in slots.tolist()]
 
     def slot(self, device_id: str) -> int | None:
         """The slot of a known device, or None."""
         return self._slot_of.get(device_id)
 
-    def resolve(self, device_ids: Sequence[str]) -> npt.NDArray[np.intp]:
+    def resolve(self, device_ids: Sequence[str]) -> IndexArray:
         """Slots for a batch of device ids, admitting new devices.
 
         Returns:
@@ -65,25 +100,69 @@ class DeviceRegistry:
             self._admit(device_ids, slots, missing)
         return slots
 
-    def _admit(
-        self, device_ids: Sequence[str], slots: npt.NDArray[np.intp], missing: npt.NDArray[np.intp]
-    ) -> None:
+    def _admit(self, device_ids: Sequence[str], slots: IndexArray, missing: IndexArray) -> None:
+        admitted_rows: list[int] = []
+        admitted_slots: list[int] = []
         for row in missing.tolist():
             device_id = device_ids[row]
             slot = self._slot_of.get(device_id)  # the same new id may repeat in a batch
             if slot is None:
-                if len(self._ids) >= self.max_devices:
+                if len(self._slot_of) >= self.max_devices:
                     continue
-                slot = len(self._ids)
+                if self._free:
+                    slot = self._free.pop()
+                    self._ids[slot] = device_id
+                else:
+                    slot = len(self._ids)
+                    self._ids.append(device_id)
                 self._slot_of[device_id] = slot
-                self._ids.append(device_id)
+                admitted_rows.append(row)
+                admitted_slots.append(slot)
             slots[row] = slot
         if len(self._ids) > self.table.capacity:
             self.table.grow(len(self._ids))
             log.info("device table grown to %d slots (%.1f MiB)",
                      self.table.capacity, self.table.nbytes() / 2**20)
+        if admitted_slots:
+            new = np.asarray(admitted_slots, dtype=np.intp)
+            self.table["reg_live"][new] = True
+            if self.incoming_partitions is not None:
+                self.table["reg_partition"][new] = self.incoming_partitions[admitted_rows]
+
+    def release(self, slots: IndexArray) -> None:
+        """Forget the devices in ``slots``: their rows return to the initial fill and are reused.
+
+        Free slots in ``slots`` are ignored.
+        """
+        slots = np.unique(np.asarray(slots, dtype=np.intp))
+        slots = slots[self.table["reg_live"][slots]]
+        if not len(slots):
+            return
+        for slot in slots.tolist():
+            del self._slot_of[self._ids[slot]]
+            self._ids[slot] = ""
+        # Popped from the end: lowest slots first, keeping live rows dense at the front.
+        self._free.extend(slots.tolist())
+        self._free.sort(reverse=True)
+        self.table.reset_rows(slots)
+
+    def slots_of_partitions(self, partitions: Collection[int]) -> IndexArray:
+        """Live slots whose devices read from one of ``partitions``."""
+        high = len(self._ids)
+        live = self.table["reg_live"][:high]
+        owned = np.isin(self.table["reg_partition"][:high], np.fromiter(partitions, np.int32))
+        return np.flatnonzero(live & owned)
+
+    def changed_slots(self, partitions: Collection[int]) -> IndexArray:
+        """Live slots of ``partitions`` whose state changed since their last snapshot."""
+        slots = self.slots_of_partitions(partitions)
+        table = self.table
+        changed: IndexArray = slots[table["seen"][slots] != table["reg_snapshot_seen"][slots]]
+        return changed
 
     def warming_up(self, warmup: int) -> int:
         """How many known devices have fewer than ``warmup`` accepted readings."""
-        seen = self.table["seen"][: len(self._ids)]
-        return int(np.count_nonzero(seen < warmup))
+        high = len(self._ids)
+        seen = self.table["seen"][:high]
+        live = self.table["reg_live"][:high]
+        return int(np.count_nonzero(live & (seen < warmup)))

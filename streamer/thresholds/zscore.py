@@ -61,7 +61,8 @@ class RollingZScore:
         table.add_field("thr_var", (channels,), np.float64, 0.0)
         table.add_field("thr_count", (), np.int64, 0)
 
-    def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray) -> ThresholdResult:
+    def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray,
+               values: Float64Array | None = None) -> ThresholdResult:
         """Score one residual per slot and learn from the unflagged ones.
 
         Args:
@@ -69,6 +70,7 @@ class RollingZScore:
             residual: ``(n, channels)`` actual minus forecast; NaN rows are
                 skipped (no forecast yet).
             scored: Rows past warm-up; only these can be flagged.
+            values: The readings (unused: this method judges residuals only).
         """
         table = self.table
         valid = ~np.isnan(residual).any(axis=1)

@@ -2,24 +2,40 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.alerts.episodes import EpisodeChanges, EpisodeTracker, alert_id
+from streamer.config import AlertsConfig
 from streamer.state.slot_table import SlotTable
+
+
+def tracker(capacity: int = 2, **settings: float) -> EpisodeTracker:
+    return EpisodeTracker(SlotTable(capacity), AlertsConfig(**settings))  # type: ignore[arg-type]
 
 
 class Driver:
     """Feeds one slot's decisions through a tracker, one reading at a time."""
 
-    def __init__(self, resolve_after: int = 2, capacity: int = 2) -> None:
-        self.tracker = EpisodeTracker(SlotTable(capacity), resolve_after)
+    def __init__(self, capacity: int = 2, **settings: float) -> None:
+        self.tracker = tracker(capacity, **settings)
         self.ts = 1000
 
-    def step(self, anomalous: bool, scored: bool = True, slot: int = 0) -> EpisodeChanges:
+    def step(self, anomalous: bool, scored: bool = True, slot: int = 0, score: float | None = None
+             ) -> EpisodeChanges:
         self.ts += 10
+        value = (0.99 if anomalous else 0.1) if score is None else score
         return self.tracker.update(np.array([slot]), np.array([self.ts], dtype=np.int64),
-                                   np.array([anomalous]), np.array([scored]))
+                                   np.array([anomalous]), np.array([value]), np.array([scored]))
+
+    def events(self, decisions: list[bool], scores: list[float] | None = None) -> list[str]:
+        """One letter per reading: o(pen), u(pdate), r(esolve) or . (nothing)."""
+        out = []
+        for i, anomalous in enumerate(decisions):
+            changes = self.step(anomalous, score=None if scores is None else scores[i])
+            out.append("o" if changes.opened.size else "u" if changes.updated.size
+                       else "r" if changes.resolved.size else ".")
+        return out
 
     def state(self) -> tuple[npt.NDArray[np.generic], ...]:
         table = self.tracker.table
-        return tuple(table[name].copy() for name in ("ep_open", "ep_start_ts", "ep_calm"))
+        return tuple(table[name].copy() for name in table.fields if name.startswith("ep_"))
 
 
 def test_open_continue_resolve_reopen() -> None:
@@ -58,6 +74,7 @@ def test_unscored_rows_leave_state_unchanged() -> None:
         changes = driver.step(anomalous, scored=False)
         assert changes.opened.size == 0 and changes.resolved.size == 0
     after = driver.state()
+    assert len(before) == 8
     for old, new in zip(before, after, strict=True):
         np.testing.assert_array_equal(old, new)
     # nothing open and unscored: still no open
@@ -67,30 +84,59 @@ def test_unscored_rows_leave_state_unchanged() -> None:
 
 
 def test_slots_are_independent_within_one_update() -> None:
-    tracker = EpisodeTracker(SlotTable(4), resolve_after=1)
-    changes = tracker.update(np.array([3, 1]), np.array([50, 60], dtype=np.int64),
-                             np.array([True, False]), np.array([True, True]))
+    episodes = tracker(4, resolve_after=1)
+    scores = np.array([0.9, 0.1])
+    changes = episodes.update(np.array([3, 1]), np.array([50, 60], dtype=np.int64),
+                              np.array([True, False]), scores, np.array([True, True]))
     assert changes.opened.tolist() == [0]
     assert changes.episode_start[0] == 50
-    assert tracker.table["ep_open"].tolist() == [False, False, False, True]
-    changes = tracker.update(np.array([1, 3]), np.array([70, 80], dtype=np.int64),
-                             np.array([True, False]), np.array([True, True]))
+    assert episodes.table["ep_open"].tolist() == [False, False, False, True]
+    changes = episodes.update(np.array([1, 3]), np.array([70, 80], dtype=np.int64),
+                              np.array([True, False]), scores[::-1].copy(), np.array([True, True]))
     assert changes.opened.tolist() == [0]
     assert changes.resolved.tolist() == [1]
     assert changes.episode_start.tolist() == [70, 50]
 
 
-def test_alert_id_is_deterministic_and_distinct() -> None:
-    base = alert_id("pump-17", 1_700_000_000_000, "v1")
-    assert base == alert_id("pump-17", 1_700_000_000_000, "v1")
-    others = {
-        alert_id("pump-17", 1_700_000_000_001, "v1"),
-        alert_id("pump-17", 1_700_000_000_000, "v2"),
-        alert_id("pump-18", 1_700_000_000_000, "v1"),
-        # the separator keeps fields from running into each other
-        alert_id("pump-1", 71_700_000_000_000, "v1"),
-    }
-    assert base not in others
-    assert len(others) == 4
-    # pinned: ids must stay identical across processes and releases
-    assert base == "c11a18cb-c456-5ab2-bdfc-7680309bee9f"
+def test_min_duration_opens_after_a_run_and_dates_the_episode_from_its_start() -> None:
+    driver = Driver(min_duration=3, resolve_after=2)
+    assert driver.events([True, True, False]) == [".", ".", "."]  # a run of 2 is not enough
+    run_start = driver.ts + 10
+    changes = [driver.step(True) for _ in range(3)]
+    assert [c.opened.size for c in changes] == [0, 0, 1]
+    assert changes[2].episode_start.tolist() == [run_start]
+    assert driver.tracker.open_count() == 1
+
+
+def test_hysteresis_keeps_an_episode_open_while_the_score_stays_high() -> None:
+    high_hold = Driver(resolve_after=2, hold_score=0.6)
+    # unflagged but score 0.7 >= hold: stays open; then two calm readings resolve
+    assert high_hold.events([True, False, False, False, False, False],
+                            [0.99, 0.7, 0.7, 0.7, 0.2, 0.2]) == ["o", ".", ".", ".", ".", "r"]
+    no_hold = Driver(resolve_after=2)
+    assert no_hold.events([True, False, False], [0.99, 0.7, 0.7]) == ["o", ".", "r"]
+
+
+def test_cooldown_suppresses_reopening_right_after_a_resolve() -> None:
+    driver = Driver(resolve_after=1, cooldown=3)
+    assert driver.events([True, False, True, True, True, True]) == ["o", "r", ".", ".", ".", "o"]
+    no_cooldown = Driver(resolve_after=1)
+    assert no_cooldown.events([True, False, True]) == ["o", "r", "o"]
+
+
+def test_updates_are_rate_limited_and_only_when_the_score_rises() -> None:
+    driver = Driver(resolve_after=5, update_every=2)
+    scores = [0.90, 0.95, 0.97, 0.96, 0.99, 0.99, 0.995, 0.1]
+    events = driver.events([True] * 7 + [False], scores)
+    # 2nd reading rises but comes 1 reading after the open; the 3rd rises 2 after it: update;
+    # the 4th does not rise; the 5th rises 2 after the last update: update; the 6th is equal;
+    # the 7th rises 2 after the last update: update
+    assert events == ["o", ".", "u", ".", "u", ".", "u", "."]
+    silent = Driver(resolve_after=5)
+    assert "u" not in silent.events([True] * 7, scores[:7])
+
+
+def test_alert_ids_are_deterministic_and_distinct_per_episode() -> None:
+    assert alert_id("pump-1", 1000, "v1") == alert_id("pump-1", 1000, "v1")
+    assert len({alert_id("pump-1", 1000, "v1"), alert_id("pump-1", 1001, "v1"),
+                alert_id("pump-2", 1000, "v1"), alert_id("pump-1", 1000, "v2")}) == 4

@@ -1,6 +1,6 @@
 import numpy as np
 
-from streamer.state.registry import NEVER, NO_SLOT, DeviceRegistry
+from streamer.state.registry import NEVER, NO_PARTITION, NO_SLOT, DeviceRegistry
 
 
 def make(initial: int = 2, maximum: int = 100) -> DeviceRegistry:
@@ -66,3 +66,75 @@ def test_warming_up_counts_known_devices_below_warmup() -> None:
     assert registry.warming_up(11) == 3
     # unused capacity rows are not counted as devices
     assert registry.warming_up(1) == 1
+
+
+def test_release_frees_slots_for_reuse_and_resets_their_rows() -> None:
+    registry = make(initial=4)
+    slots = registry.resolve(["a", "b", "c"])
+    registry.table["seen"][slots] = [3, 4, 5]
+    registry.rings.append(slots, np.array([[1.0], [2.0], [3.0]], dtype=np.float32))
+    registry.release(np.array([0, 2]))
+    assert len(registry) == 1
+    assert registry.slot("a") is None and registry.slot("c") is None
+    assert registry.slot("b") == 1
+    assert registry.table["seen"][[0, 2]].tolist() == [0, 0]
+    assert registry.rings.filled(np.array([0, 2])).tolist() == [0, 0]
+    assert registry.table["seen"][1] == 4  # the kept device is untouched
+    # New devices take the freed slots, lowest first, before the table grows.
+    assert registry.resolve(["d", "e", "f"]).tolist() == [0, 2, 3]
+    assert registry.high_water == 4
+    assert registry.device_ids(np.array([0, 1, 2])) == ["d", "b", "e"]
+    assert registry.table["seen"][0] == 0  # "d" does not inherit "a"'s state
+
+
+def test_release_ignores_free_and_repeated_slots() -> None:
+    registry = make(initial=4)
+    registry.resolve(["a", "b"])
+    registry.release(np.array([1, 1]))
+    registry.release(np.array([1]))
+    assert len(registry) == 1
+    assert registry.resolve(["c"]).tolist() == [1]
+
+
+def test_released_slots_count_towards_max_devices_no_more() -> None:
+    registry = make(initial=2, maximum=2)
+    registry.resolve(["a", "b"])
+    assert registry.resolve(["c"]).tolist() == [NO_SLOT]
+    registry.release(np.array([0]))
+    assert registry.resolve(["c"]).tolist() == [0]
+
+
+def test_warming_up_ignores_released_slots() -> None:
+    registry = make(initial=4)
+    slots = registry.resolve(["a", "b", "c"])
+    registry.table["seen"][slots] = [10, 10, 10]
+    registry.release(np.array([1]))
+    assert registry.warming_up(5) == 0
+    assert registry.warming_up(11) == 2
+
+
+def test_devices_remember_the_partition_of_their_first_reading() -> None:
+    registry = make(initial=4)
+    registry.incoming_partitions = np.array([2, 0, 2], dtype=np.int32)
+    registry.resolve(["a", "b", "a"])
+    registry.incoming_partitions = np.array([1, 1], dtype=np.int32)
+    registry.resolve(["b", "c"])  # b is known: keeps partition 0
+    registry.incoming_partitions = None
+    registry.resolve(["d"])  # admitted without partition information
+    assert registry.table["reg_partition"][:4].tolist() == [2, 0, 1, NO_PARTITION]
+    assert registry.slots_of_partitions([2]).tolist() == [0]
+    assert registry.slots_of_partitions([0, 1]).tolist() == [1, 2]
+    registry.release(np.array([1]))
+    assert registry.slots_of_partitions([0, 1]).tolist() == [2]
+
+
+def test_changed_slots_are_those_seen_since_their_last_snapshot() -> None:
+    registry = make(initial=4)
+    registry.incoming_partitions = np.array([0, 0, 1], dtype=np.int32)
+    slots = registry.resolve(["a", "b", "c"])
+    registry.table["seen"][slots] = [1, 1, 1]
+    assert registry.changed_slots([0]).tolist() == [0, 1]
+    registry.table["reg_snapshot_seen"][[0]] = 1
+    assert registry.changed_slots([0, 1]).tolist() == [1, 2]
+    registry.table["seen"][0] = 2
+    assert registry.changed_slots([0]).tolist() == [0, 1]

@@ -1,0 +1,204 @@
+"""``streamer evaluate nab | telemanom | csv``: labelled data through the production scoring path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from streamer.config import Config
+
+log = logging.getLogger("streamer.evaluate")
+
+METHODS = ("zscore", "dynamic", "likelihood")
+BAD_INPUT = 2
+
+
+def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``evaluate`` and its corpora on the top-level subparsers ``sub``."""
+    evaluate = sub.add_parser("evaluate", help="score labelled data through the production path",
+                              description="Replay labelled series through decode, ring buffers, batcher, "
+                                          "predictor, threshold and alert episodes (no Kafka).")
+    evaluate.set_defaults(command="evaluate", handler=lambda args, config: _help(evaluate), config=None,
+                          log_level=None)
+    corpora = evaluate.add_subparsers(title="corpora", metavar="CORPUS")
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--method", choices=METHODS, default=None,
+                       help="threshold method (default: thresholds.method of the config)")
+    model.add_argument("--mode", choices=("stateful", "window"), default=None,
+                       help="predictor mode (default: predictor.lstm.mode of the config)")
+    model.add_argument("--bundle", type=Path, default=None,
+                       help="use this trained bundle instead of training one on the corpus")
+    model.add_argument("--epochs", type=int, default=10, help="training epochs when training (default 10)")
+    model.add_argument("--seed", type=int, default=7, help="training seed (default 7)")
+    model.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+
+    nab = corpora.add_parser(
+        "nab", parents=[common, model], help="Numenta Anomaly Benchmark corpus",
+        description="Trains one forecaster on every series' probationary part (the first 15%%, at most "
+                    "750 rows, which NAB lets a detector learn from), replays all 58 series as one "
+                    "fleet, writes the NAB results layout and scores it.")
+    nab.add_argument("--data", type=Path, required=True, help="corpus root (holds data/ and labels/)")
+    nab.add_argument("--out", type=Path, required=True, help="results root (writes results/<detector>/...)")
+    nab.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                     help="evaluate several threshold methods in one run (default: --method)")
+    nab.set_defaults(command="evaluate nab", handler=cmd_nab)
+
+    telemanom = corpora.add_parser(
+        "telemanom", parents=[common, model], help="SMAP/MSL spacecraft telemetry layout",
+        description="Trains on DIR/train/*.npy (column 0), detects on DIR/test/*.npy, and reports "
+                    "event-level precision, recall and F1 per spacecraft and in total.")
+    telemanom.add_argument("--data", type=Path, required=True, help="directory with train/ and test/")
+    telemanom.add_argument("--labels", type=Path, required=True, help="labeled_anomalies.csv")
+    telemanom.add_argument("--out", type=Path, default=None, help="where to keep the trained bundle")
+    telemanom.set_defaults(command="evaluate telemanom", handler=cmd_telemanom)
+
+    csv_parser = corpora.add_parser(
+        "csv", parents=[common, model], help="your own readings file and labelled windows",
+        description="Readings from .csv/.parquet (timestamp, device and value columns) and labels as "
+                    "JSON {device: [[start, end], ...]} or CSV device_id,start,end.")
+    csv_parser.add_argument("--data", type=Path, required=True, help="readings file (.csv or .parquet)")
+    csv_parser.add_argument("--labels", type=Path, required=True, help="labelled windows (.json or .csv)")
+    csv_parser.add_argument("--device-column", default="device_id", help="device column (default device_id)")
+    csv_parser.add_argument("--value-columns", default=None, help="comma-separated channel columns")
+    csv_parser.add_argument("--timestamp-column", default="timestamp", help="time column (default timestamp)")
+    csv_parser.add_argument("--train-fraction", type=float, default=0.15,
+                            help="leading share of each device's readings to train on when no --bundle "
+                                 "is given (default 0.15)")
+    csv_parser.add_argument("--out", type=Path, default=None, help="where to keep the trained bundle")
+    csv_parser.set_defaults(command="evaluate csv", handler=cmd_csv)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def configured(config: Config, *, method: str | None, mode: str | None, bundle: Path | None,
+               channels: tuple[str, ...]) -> Config:
+    """``config`` with the evaluation's method, predictor mode, bundle and channels."""
+    thresholds = config.thresholds if method is None else msgspec.structs.replace(config.thresholds,
+                                                                                  method=method)
+    lstm = config.predictor.lstm
+    if mode is not None:
+        lstm = msgspec.structs.replace(lstm, mode=mode)
+    if bundle is not None:
+        lstm = msgspec.structs.replace(lstm, bundle=str(bundle))
+    predictor = msgspec.structs.replace(config.predictor, kind="lstm", lstm=lstm)
+    readings = msgspec.structs.replace(config.readings, channels=list(channels))
+    return msgspec.structs.replace(config, thresholds=thresholds, predictor=predictor, readings=readings)
+
+
+def train_bundle(series: Mapping[str, npt.NDArray[np.float64]], out: Path, *, channels: tuple[str, ...],
+                 epochs: int, seed: int, description: str) -> Path:
+    """Train a forecaster on ``series`` and save it as a bundle in ``out``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import dataclasses
+
+    from models.bundle import save_bundle
+    from models.training import train
+
+    started = time.monotonic()
+    model, metadata = train(dict(series), epochs=epochs, seed=seed, channels=channels, max_sequences=60_000,
+                            learning_rate=0.003, command=description, verbose=0)
+    metadata = dataclasses.replace(metadata, training={**metadata.training, "data": description})
+    bundle = save_bundle(out, model, metadata)
+    log.info("trained bundle %s on %s in %.0f s", bundle.version, description, time.monotonic() - started)
+    return out
+
+
+def cmd_telemanom(args: argparse.Namespace, config: Config) -> int:
+    """``streamer evaluate telemanom``."""
+    from streamer.evaluation import telemanom
+
+    try:
+        channels = telemanom.read_corpus(args.data, args.labels)
+    except ValueError as exc:
+        log.error("cannot read the corpus: %s", exc)  # noqa: TRY400  # the message names the file
+        return BAD_INPUT
+    bundle = args.bundle
+    if bundle is None:
+        out = args.out or Path("telemanom-bundle")
+        bundle = train_bundle(telemanom.training_series(channels), out, channels=("value",),
+                              epochs=args.epochs, seed=args.seed,
+                              description=f"telemanom train/ of {args.data} (column 0)")
+    method = args.method or "dynamic"
+    report = telemanom.evaluate(configured(config, method=method, mode=args.mode, bundle=bundle,
+                                           channels=("value",)), channels)
+    document = report.as_dict()
+    _write_json(args.json, document)
+    _print_event_table("spacecraft", document["spacecraft"], document)
+    return 0
+
+
+def cmd_csv(args: argparse.Namespace, config: Config) -> int:
+    """``streamer evaluate csv``."""
+    from models.data import load_table
+    from streamer.evaluation import labeled_csv
+
+    try:
+        value_columns = [c.strip() for c in args.value_columns.split(",")] if args.value_columns else None
+        data = load_table(args.data, device_column=args.device_column, value_columns=value_columns,
+                          timestamp_column=args.timestamp_column)
+        labels = labeled_csv.read_labels(args.labels)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the data: %s", exc)  # noqa: TRY400  # the message names the file
+        return BAD_INPUT
+    if not 0 < args.train_fraction < 1:
+        log.error("--train-fraction must be between 0 and 1")
+        return BAD_INPUT
+    bundle = args.bundle
+    if bundle is None:
+        head = {device: values[: max(2, int(len(values) * args.train_fraction))]
+                for device, values in data.series.items()}
+        bundle = train_bundle(head, args.out or Path("evaluate-bundle"), channels=data.channels,
+                              epochs=args.epochs, seed=args.seed,
+                              description=f"first {args.train_fraction:.0%} of {args.data}")
+    report = labeled_csv.evaluate(
+        configured(config, method=args.method, mode=args.mode, bundle=bundle, channels=data.channels),
+        data.series, data.timestamps, labels)
+    document = report.as_dict()
+    _write_json(args.json, document)
+    _print_event_table("device", document["devices"], document)
+    return 0
+
+
+def cmd_nab(args: argparse.Namespace, config: Config) -> int:
+    """``streamer evaluate nab`` (wired in :mod:`streamer.evaluation.nab_run`)."""
+    from streamer.evaluation.nab_run import run_nab
+
+    return run_nab(args, config)
+
+
+def _write_json(path: Path | None, document: Any) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    log.info("results written to %s", path)
+
+
+def _print_event_table(
+    label: str, groups: Mapping[str, Mapping[str, float]], overall: Mapping[str, Any]
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"event-level results ({overall['method']}, model {overall['model_version']})")
+    for column in (label, "TP", "FP", "FN", "precision", "recall", "F1"):
+        table.add_column(column, justify="left" if column == label else "right")
+    rows = [*groups.items(), ("total", overall)]
+    for name, counts in rows:
+        table.add_row(name, str(counts["tp"]), str(counts["fp"]), str(counts["fn"]),
+                      f"{counts['precision']:.3f}", f"{counts['recall']:.3f}", f"{counts['f1']:.3f}")
+    Console().print(table)

@@ -1,0 +1,282 @@
+"""Per-device detector state that moves with its partition.
+
+The daemon owns *when*; this module owns *how*:
+
+- :meth:`StateManager.take` (on the scoring thread, between batches) turns
+  every changed device of the given partitions into a snapshot stamped with
+  the offset its partition's state reflects;
+- :meth:`StateManager.write` sends them to the compacted state topic, the
+  snapshot of input partition ``p`` to state partition ``p`` (explicit
+  partition, keyed by device id), waits for every acknowledgement, then
+  marks the devices unchanged;
+- :meth:`StateManager.restore_partition` rebuilds a newly assigned
+  partition's devices (:mod:`streamer.state.recovery`);
+- :meth:`StateManager.release` forgets a partition's devices.
+
+Every read or write of the slot table goes through ``run`` (the daemon's
+single scoring thread), so state is never touched by two threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from aiokafka import TopicPartition
+
+from streamer.codec import ReadingDecoder, Record
+from streamer.config import Config
+from streamer.metrics import Metrics
+from streamer.scoring.pipeline import ScoringPipeline
+from streamer.state.extra_rows import extra_rows_of
+from streamer.state.recovery import (
+    Reader,
+    SnapshotSelector,
+    fetch_range,
+    read_partition,
+    replay_filter,
+    replay_start,
+)
+from streamer.state.registry import NO_SLOT
+from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot, pipeline_schema, put_rows, take_rows
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+IndexArray = npt.NDArray[np.intp]
+
+
+class Runner(Protocol):
+    """Runs a function on the scoring thread."""
+
+    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]:
+        """``fn()``'s result, computed on the scoring thread."""
+        ...
+
+
+class SnapshotProducer(Protocol):
+    """What snapshot writing needs of a Kafka producer (AIOKafkaProducer fits)."""
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> Any:
+        """Enqueue a record; returns a future that resolves when it is acknowledged."""
+        ...
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Snapshots taken in one round, not yet written."""
+
+    slots: IndexArray
+    device_ids: list[str]
+    partitions: list[int]
+    seen: npt.NDArray[np.int64]  # each device's `seen` when taken
+    values: list[bytes]
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What restoring one partition did."""
+
+    partition: int
+    committed: int
+    outcomes: dict[str, int]
+    replay_from: int
+    replayed: int
+    seconds: float
+
+
+class StateManager:
+    """Snapshots devices to the state topic and restores them on assignment."""
+
+    def __init__(self, pipeline: ScoringPipeline, config: Config, *, producer: SnapshotProducer,
+                 run: Runner, metrics: Metrics) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.topic = config.kafka.state_topic_name()
+        self.input_topic = config.kafka.input_topic
+        self.producer = producer
+        self.run = run
+        self.metrics = metrics
+        registry = pipeline.registry
+        self.registry = registry
+        self.extras = extra_rows_of(pipeline.predictor)
+        self.schema = pipeline_schema(registry, self.extras, model_version=pipeline.predictor.version,
+                                      threshold_method=pipeline.threshold.method,
+                                      channels=pipeline.channels)
+        readings = config.readings
+        # Its own decoder: replay decodes on the scoring thread while the
+        # fetch loop decodes on the event loop.
+        self.decoder = ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
+                                      max_message_bytes=readings.max_message_bytes,
+                                      max_future_ms=readings.max_future_ms)
+        self._write_lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- snapshots
+    def take(self, positions: Mapping[int, int]) -> Taken:
+        """Snapshot every changed device of the partitions in ``positions``.
+
+        Call on the scoring thread while no batch is being scored, so each
+        partition's state reflects exactly the records before its position.
+
+        Args:
+            positions: Input partition → offset its devices' state reflects.
+        """
+        registry = self.registry
+        table = registry.table
+        slots = registry.changed_slots(positions.keys())
+        device_ids = registry.device_ids(slots)
+        partitions = table["reg_partition"][slots].tolist()
+        seen = table["seen"][slots].copy()
+        rows = take_rows(table, self.extras, self.schema, slots)
+        now_ms = int(time.time() * 1000)
+        fingerprint = self.schema.fingerprint
+        values = [
+            encode_snapshot(Snapshot(FORMAT, fingerprint, p, positions[p], now_ms, row))
+            for p, row in zip(partitions, rows, strict=True)
+        ]
+        return Taken(slots, device_ids, partitions, seen, values)
+
+    async def write(self, taken: Taken) -> None:
+        """Send the snapshots, wait for every acknowledgement, then mark the devices unchanged.
+
+        Raises:
+            KafkaError: A snapshot was not acknowledged; its device stays
+                changed and is taken again next round.
+        """
+        if not taken.values:
+            return
+        records = zip(taken.device_ids, taken.partitions, taken.values, strict=True)
+        async with self._write_lock:
+            if hasattr(self.producer, "create_batch"):
+                pending = await self._send_batches(records)
+            else:
+                pending = [await self.producer.send(self.topic, value=value, key=device_id.encode(),
+                                                    partition=partition)
+                           for device_id, partition, value in records]
+            await asyncio.gather(*pending)
+        await self.run(lambda: self._mark_written(taken))
+        self.metrics.state_snapshots.inc(len(taken.values))
+
+    async def _send_batches(self, records: Iterable[tuple[str, int, bytes]]) -> list[Any]:
+        """Send as full record batches per partition: several times faster than one send per record."""
+        producer: Any = self.producer
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for device_id, partition, value in records:
+            by_partition.setdefault(partition, []).append((device_id.encode(), value))
+        pending: list[Any] = []
+        for partition, items in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                # A full batch refuses the record; the first record of a batch is always taken.
+                if batch.append(timestamp=None, key=key, value=value) is None:
+                    pending.append(await producer.send_batch(batch, self.topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(timestamp=None, key=key, value=value)
+            pending.append(await producer.send_batch(batch, self.topic, partition=partition))
+        return pending
+
+    def _mark_written(self, taken: Taken) -> None:
+        registry = self.registry
+        # A slot may have been released and reused since it was taken.
+        same = np.fromiter((a == b for a, b in zip(registry.device_ids(taken.slots), taken.device_ids,
+                                                     strict=True)), bool, len(taken.slots))
+        registry.table["reg_snapshot_seen"][taken.slots[same]] = taken.seen[same]
+
+    # ------------------------------------------------------------------ release
+    async def release(self, partitions: Collection[int]) -> int:
+        """Forget the devices of ``partitions``; returns how many."""
+        if not partitions:
+            return 0
+        return await self.run(lambda: release_partitions(self.pipeline, partitions))
+
+    # ------------------------------------------------------------------ restore
+    async def restore_partition(self, reader: Reader, partition: int, committed: int, *,
+                                deadline: float) -> RestoreReport:
+        """Rebuild the devices of input ``partition`` as of offset ``committed``.
+
+        Args:
+            reader: A started group-less consumer (it is reassigned here).
+            partition: The input partition (its snapshots are in the same
+                state partition).
+            committed: The group's committed offset: the next record the
+                daemon will score.
+            deadline: ``time.monotonic()`` by which to finish.
+
+        Raises:
+            TimeoutError: Not finished by ``deadline``; the partition's devices
+                are then partly restored and must be released.
+        """
+        started = time.perf_counter()
+        state = self.config.state
+        await self.release([partition])
+        selector = SnapshotSelector(fingerprint=self.schema.fingerprint, committed=committed,
+                                    row_bytes=self.schema.row_bytes)
+        await read_partition(reader, TopicPartition(self.topic, partition), selector, deadline=deadline)
+        selection = selector.selection
+        stamps = await self.run(lambda: self._apply(partition, selection.chosen))
+        outcomes = selection.outcomes()
+        outcomes["restored"] = len(stamps)
+        for outcome, count in outcomes.items():
+            self.metrics.state_restored.labels(outcome).inc(count)
+        start = replay_start(stamps.values(), committed, state.max_replay_records)
+        replayed = 0
+        max_records = self.config.batching.max_batch
+        async for records in fetch_range(reader, TopicPartition(self.input_topic, partition), start,
+                                         committed, deadline=deadline, max_records=max_records):
+            applied = await self.run(functools.partial(self._replay, partition, records, stamps))
+            replayed += applied
+            self.metrics.state_replayed.inc(applied)
+        seconds = time.perf_counter() - started
+        self.metrics.state_restore_seconds.observe(seconds)
+        report = RestoreReport(partition, committed, outcomes, start, replayed, seconds)
+        log.info("partition %d restored to offset %d in %.2fs: %s; replayed %d readings from offset %d",
+                 partition, committed, seconds, outcomes, replayed, start)
+        return report
+
+    def _apply(self, partition: int, chosen: Mapping[str, Snapshot]) -> dict[str, int]:
+        """Write the chosen snapshots into new slots; returns the restored devices' stamps."""
+        registry = self.registry
+        # A device already live here reads from another partition this daemon
+        # owns (it changed partition): its live state wins.
+        fresh = [device_id for device_id in chosen if registry.slot(device_id) is None]
+        registry.incoming_partitions = np.full(len(fresh), partition, np.int32)
+        try:
+            slots = registry.resolve(fresh)
+        finally:
+            registry.incoming_partitions = None
+        admitted = slots != NO_SLOT
+        ids = [device_id for device_id, ok in zip(fresh, admitted.tolist(), strict=True) if ok]
+        slots = slots[admitted]
+        put_rows(registry.table, self.extras, self.schema, slots, [chosen[d].row for d in ids])
+        table = registry.table
+        table["reg_snapshot_seen"][slots] = table["seen"][slots]  # as on the state topic
+        return {device_id: chosen[device_id].offset for device_id in ids}
+
+    def _replay(self, partition: int, records: list[Record], stamps: Mapping[str, int]) -> int:
+        """Apply replayed records to the devices that have not seen them; returns readings applied."""
+        batch = replay_filter(self.decoder.decode(records).readings, records, dict(stamps))
+        if not len(batch):
+            return 0
+        registry = self.registry
+        registry.incoming_partitions = np.full(len(batch), partition, np.int32)
+        try:
+            result = self.pipeline.score(batch)
+        finally:
+            registry.incoming_partitions = None
+        return result.scored + result.warmup
+
+
+def release_partitions(pipeline: ScoringPipeline, partitions: Collection[int]) -> int:
+    """Release every device of ``partitions`` from ``pipeline``'s registry; returns how many."""
+    registry = pipeline.registry
+    slots = registry.slots_of_partitions(partitions)
+    registry.release(slots)
+    return len(slots)

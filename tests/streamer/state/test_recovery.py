@@ -1,0 +1,106 @@
+"""Which snapshot each device gets back, and which replayed readings it is given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamer.codec import ReadingBatch
+from streamer.state.recovery import SnapshotSelector, replay_filter, replay_start, subset
+from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot
+
+FINGERPRINT = "f" * 16
+ROW = 8
+
+
+def snap(offset: int, *, fingerprint: str = FINGERPRINT, row: bytes = b"r" * ROW) -> bytes:
+    return encode_snapshot(Snapshot(FORMAT, fingerprint, 0, offset, 0, row))
+
+
+def selector(committed: int = 100) -> SnapshotSelector:
+    return SnapshotSelector(fingerprint=FINGERPRINT, committed=committed, row_bytes=ROW)
+
+
+def test_the_last_usable_snapshot_of_each_device_wins() -> None:
+    sel = selector()
+    sel.feed(b"a", snap(10))
+    sel.feed(b"b", snap(20))
+    sel.feed(b"a", snap(30))
+    chosen = sel.selection.chosen
+    assert {d: s.offset for d, s in chosen.items()} == {"a": 30, "b": 20}
+    assert sel.selection.outcomes() == {"restored": 2, "stale": 0, "mismatch": 0}
+
+
+def test_snapshots_beyond_the_committed_offset_are_ignored() -> None:
+    sel = selector(committed=100)
+    sel.feed(b"a", snap(100))  # reflects exactly the committed position: usable
+    sel.feed(b"b", snap(101))  # reflects an uncommitted reading
+    assert set(sel.selection.chosen) == {"a"}
+    assert sel.selection.outcomes() == {"restored": 1, "stale": 1, "mismatch": 0}
+
+
+def test_an_older_usable_snapshot_is_used_when_the_newest_is_stale() -> None:
+    sel = selector(committed=100)
+    sel.feed(b"a", snap(90))
+    sel.feed(b"a", snap(150))  # its commit never happened
+    assert sel.selection.chosen["a"].offset == 90
+    assert sel.selection.outcomes() == {"restored": 1, "stale": 0, "mismatch": 0}
+
+
+def test_other_fingerprints_wrong_sizes_and_garbage_are_mismatches() -> None:
+    sel = selector()
+    sel.feed(b"a", snap(10, fingerprint="0" * 16))
+    sel.feed(b"b", snap(10, row=b"short"))
+    sel.feed(b"c", b"\xc1 not a snapshot")
+    sel.feed(b"d", snap(10))
+    assert set(sel.selection.chosen) == {"d"}
+    assert sel.selection.outcomes() == {"restored": 1, "stale": 0, "mismatch": 3}
+
+
+def test_a_tombstone_forgets_the_device_and_keyless_records_are_skipped() -> None:
+    sel = selector()
+    sel.feed(b"a", snap(10))
+    sel.feed(b"a", None)
+    sel.feed(None, snap(10))
+    assert sel.selection.chosen == {}
+    assert sel.selection.outcomes() == {"restored": 0, "stale": 0, "mismatch": 0}
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.topic = "readings"
+        self.partition = 0
+        self.offset = offset
+        self.key: bytes | None = None
+        self.value: bytes | None = None
+        self.timestamp = 0
+
+
+def _batch(device_ids: list[str], record_index: list[int]) -> ReadingBatch:
+    n = len(device_ids)
+    return ReadingBatch(device_ids=device_ids, ts_ms=np.arange(n, dtype=np.int64),
+                        values=np.arange(n, dtype=np.float64).reshape(n, 1),
+                        fetched_at=np.zeros(n), record_index=np.asarray(record_index, np.intp))
+
+
+def test_replay_gives_each_device_only_the_readings_at_or_after_its_stamp() -> None:
+    records: list[Any] = [_Record(offset) for offset in range(50, 56)]
+    # Record 2 was rejected at decode: the batch skips it.
+    batch = _batch(["a", "b", "a", "b", "c"], [0, 1, 3, 4, 5])  # offsets 50, 51, 53, 54, 55
+    kept = replay_filter(batch, records, {"a": 53, "b": 51})  # c has no snapshot: all of its readings
+    assert kept.device_ids == ["b", "a", "b", "c"]
+    assert kept.record_index.tolist() == [1, 3, 4, 5]
+    assert kept.values[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_replay_filter_keeps_the_batch_when_nothing_is_filtered() -> None:
+    batch = _batch(["a"], [0])
+    records: list[Any] = [_Record(7)]
+    assert replay_filter(batch, records, {"a": 7}) is batch
+    assert len(subset(batch, np.array([], dtype=np.intp))) == 0
+
+
+def test_replay_start_never_goes_below_zero() -> None:
+    assert replay_start([], committed=10, max_replay=100) == 0
+    assert replay_start([5], committed=10, max_replay=0) == 10
