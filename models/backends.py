@@ -1,11 +1,13 @@
 """Compute backends for the forecaster, behind one interface.
 
-Every backend holds a *state table* of LSTM states, one row per state (the
-predictor decides which rows belong to which device), on its compute device,
-and offers two operations, each one call per micro-batch:
+Every backend holds a *state table* on its compute device: one row per
+device, each row holding ``states_per_row`` LSTM states that read the same
+input (the stateful predictor keeps two staggered states per device). It
+offers two operations, each one call per micro-batch:
 
-- ``advance(rows, x)``: gather the rows' states, run one LSTM step on the
-  normalised inputs ``x``, scatter the states back, return the forecasts;
+- ``advance(rows, x, restart)``: gather the rows' states, zero those marked
+  in ``restart``, run one LSTM step of every state on the normalised inputs
+  ``x``, scatter the states back, return the forecasts;
 - ``forecast_windows(windows)``: window mode, the model's forecast after each
   window from zero state.
 
@@ -17,38 +19,90 @@ torch backend of Keras 3, on a GPU where there is one).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
-from models.weights import F32, ForecasterWeights, lstm_step
+from models.weights import F32, ForecasterWeights, PackedLSTM
 
 BackendName = Literal["numpy", "tensorflow", "keras"]
 IndexArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class LSTMBackend(Protocol):
     """A state table plus the two batched operations."""
 
     name: str
+    states_per_row: int
 
     def ensure_rows(self, rows: int) -> None:
-        """Make room for at least ``rows`` states (new rows start at zero)."""
+        """Make room for at least ``rows`` rows (new rows start at zero state)."""
         ...
 
     def reset(self, rows: IndexArray) -> None:
-        """Set the states of ``rows`` to zero."""
+        """Set every state of ``rows`` to zero."""
         ...
 
-    def advance(self, rows: IndexArray, x: F32) -> F32:
-        """One step for distinct ``rows`` with inputs ``x (len(rows), channels)``; returns forecasts."""
+    def advance(self, rows: IndexArray, x: F32, restart: BoolArray | None = None) -> F32:
+        """One step of every state of distinct ``rows``.
+
+        Args:
+            rows: Distinct rows of the state table.
+            x: Normalised inputs ``(len(rows), channels)``, read by every state of the row.
+            restart: ``(len(rows), states_per_row)``: states set to zero before the step.
+
+        Returns:
+            Forecasts ``(len(rows), states_per_row, channels)``.
+        """
         ...
 
     def forecast_windows(self, windows: F32) -> F32:
         """Forecast after each window ``(batch, time, channels)`` from zero state."""
         ...
+
+
+def row_records(array: npt.NDArray[Any]) -> npt.NDArray[np.void]:
+    """A C-contiguous ``array (rows, ...)`` seen as a 1-D array with one opaque item per row.
+
+    numpy gathers and scatters rows of a 1-D array on a fast path, one copy
+    per item; a fancy index into the first axis of a multi-dimensional array
+    goes element by element (a scatter of 512 rows of 16 bytes: 15 us against
+    2 us). Writes through the view land in ``array``.
+
+    >>> table = np.zeros((4, 2), np.float32)
+    >>> records = row_records(table)
+    >>> records[[3, 1]] = row_records(np.array([[1, 2], [3, 4]], np.float32))
+    >>> table.tolist()
+    [[0.0, 0.0], [3.0, 4.0], [0.0, 0.0], [1.0, 2.0]]
+    """
+    if not array.flags.c_contiguous:
+        # reshape would copy, and writes through the view would be lost.
+        raise ValueError("row_records needs a C-contiguous array")
+    flat = array.reshape(array.shape[0], math.prod(array.shape[1:]))
+    records: npt.NDArray[np.void] = flat.view(_record_dtype(flat.shape[1] * array.itemsize)).reshape(-1)
+    return records
+
+
+@functools.cache
+def _record_dtype(size: int) -> np.dtype[np.void]:
+    # Building a dtype from a tuple costs more than the view itself (py-spy).
+    return np.dtype((np.void, size))
+
+
+def state_rows(rows: IndexArray, states_per_row: int) -> npt.NDArray[np.int64]:
+    """Rows of a one-state-per-row table holding the states of ``rows``, row by row.
+
+    >>> state_rows(np.array([0, 5]), 2).tolist()
+    [0, 1, 10, 11]
+    """
+    index: npt.NDArray[np.int64] = (np.asarray(rows, np.int64)[:, None] * states_per_row
+                                    + np.arange(states_per_row, dtype=np.int64)).reshape(-1)
+    return index
 
 
 def lstm_cell(ops: Any, inputs: Any, h: Any, c: Any, kernel: Any, recurrent: Any,
@@ -64,6 +118,13 @@ def lstm_cell(ops: Any, inputs: Any, h: Any, c: Any, kernel: Any, recurrent: Any
     return ops.sigmoid(gate_o) * ops.tanh(cell), cell
 
 
+# The numpy backend steps a larger batch in chunks of this many rows: its
+# scratch (about 1 KiB per state) is sized for the largest chunk and
+# kept, so an occasional huge batch (start-up, catch-up) does not pin hundreds
+# of MiB; the per-chunk Python overhead is a few percent at this size.
+MAX_CHUNK_ROWS = 4096
+
+
 def _grown_capacity(current: int, rows: int) -> int:
     capacity = max(current, 1)
     while capacity < rows:
@@ -72,70 +133,90 @@ def _grown_capacity(current: int, rows: int) -> int:
 
 
 class NumpyBackend:
-    """The LSTM step in numpy from exported weights: for CPUs and edge nodes."""
+    """The LSTM step in numpy from exported weights: for CPUs and edge nodes.
+
+    The state table ``state`` is a :class:`~models.weights.PackedLSTM` state
+    block ``(rows, states_per_row, width)``: a row's states are one contiguous
+    stretch, so a call gathers each row with one copy (the gather and scatter
+    are bound by memory latency, not arithmetic).
+    """
 
     name = "numpy"
 
-    def __init__(self, weights: ForecasterWeights, initial_rows: int = 1024) -> None:
-        # The step's matrix products are small (batch x 33 x 128): a second
+    def __init__(self, weights: ForecasterWeights, initial_rows: int = 1024, states_per_row: int = 1) -> None:
+        # The step's matrix products are small (batch x 34 x 128): a second
         # BLAS thread costs more in hand-offs than it saves, and under CPU
         # contention it made throughput swing from 97K to 645K points/s
         # (measured with `streamer bench model`). One thread is steady.
         threadpool_limits(limits=1, user_api="blas")
         self.weights = weights
-        shape = (len(weights.layers), initial_rows, weights.units)
-        self.h = np.zeros(shape, np.float32)
-        self.c = np.zeros(shape, np.float32)
+        self.states_per_row = states_per_row
+        self.packed = PackedLSTM(weights)
+        self.state = self.packed.zero_state(initial_rows, states_per_row)
+        self._records = row_records(self.state)
+        self._gathered: F32 | None = None
+        self._gathered_records = self._records[:0]
 
     def ensure_rows(self, rows: int) -> None:
         """Grow the state table by doubling."""
-        current = self.h.shape[1]
+        current = self.state.shape[0]
         if rows <= current:
             return
-        capacity = _grown_capacity(current, rows)
-        for name in ("h", "c"):
-            old = getattr(self, name)
-            new = np.zeros((old.shape[0], capacity, old.shape[2]), np.float32)
-            new[:, :current] = old
-            setattr(self, name, new)
+        grown = self.packed.zero_state(_grown_capacity(current, rows), self.states_per_row)
+        grown[:current] = self.state
+        self.state = grown
+        self._records = row_records(grown)
 
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""
-        self.h[:, rows] = 0.0
-        self.c[:, rows] = 0.0
+        self.state[rows] = self.packed.zero_row
 
-    def advance(self, rows: IndexArray, x: F32) -> F32:
-        """Gather, step, scatter."""
-        forecast, h, c = lstm_step(self.weights, x, self.h[:, rows], self.c[:, rows])
-        self.h[:, rows] = h
-        self.c[:, rows] = c
+    def advance(self, rows: IndexArray, x: F32, restart: BoolArray | None = None) -> F32:
+        """Gather, step, scatter; a large batch in chunks, so the scratch stays small."""
+        if len(rows) > MAX_CHUNK_ROWS:
+            return np.concatenate([
+                self.advance(rows[start:start + MAX_CHUNK_ROWS], x[start:start + MAX_CHUNK_ROWS],
+                             None if restart is None else restart[start:start + MAX_CHUNK_ROWS])
+                for start in range(0, len(rows), MAX_CHUNK_ROWS)])
+        gathered = self.packed.state_buffer(len(rows), self.states_per_row)
+        if gathered is not self._gathered:
+            self._gathered, self._gathered_records = gathered, row_records(gathered)
+        gathered_records = self._gathered_records
+        # "wrap" skips take's bounds check and its copy through a temporary;
+        # a row past the table still fails, in the scatter below.
+        self._records.take(rows, out=gathered_records, mode="wrap")
+        forecast = self.packed.advance(gathered, x, restart)
+        self._records[rows] = gathered_records
         return forecast
 
     def forecast_windows(self, windows: F32) -> F32:
         """Window mode in numpy."""
-        from models.weights import forecast_windows
-
-        return forecast_windows(self.weights, windows)
+        return self.packed.forecast_windows(windows)
 
 
 class TensorflowBackend:
-    """Compiled TensorFlow: state in ``tf.Variable`` tables, step and window as ``tf.function``."""
+    """Compiled TensorFlow: state in ``tf.Variable`` tables, step and window as ``tf.function``.
+
+    The variables hold one state per table row (``h``, ``c``: ``(layers,
+    rows * states_per_row, units)``); :func:`state_rows` maps rows to them.
+    """
 
     name = "tensorflow"
 
     def __init__(self, weights: ForecasterWeights, keras_model: Any, *, window: int,
-                 jit_compile: bool = False, initial_rows: int = 1024) -> None:
+                 jit_compile: bool = False, initial_rows: int = 1024, states_per_row: int = 1) -> None:
         import tensorflow as tf
 
         self._tf = tf
         self.weights = weights
+        self.states_per_row = states_per_row
         self.layers = [(tf.constant(w.kernel), tf.constant(w.recurrent), tf.constant(w.bias))
                        for w in weights.layers]
         self.head = (tf.constant(weights.head_kernel), tf.constant(weights.head_bias))
         self.units = weights.units
         self.h: Any = None
         self.c: Any = None
-        self._allocate(initial_rows)
+        self._allocate(initial_rows * states_per_row)
         channels = weights.channels
         self._advance = tf.function(
             self._advance_graph, jit_compile=jit_compile, reduce_retracing=True,
@@ -164,8 +245,9 @@ class TensorflowBackend:
     def ensure_rows(self, rows: int) -> None:
         """Grow the state table by doubling (reallocates the variables)."""
         current = int(self.h.shape[1])
-        if rows > current:
-            self._allocate(_grown_capacity(current, rows))
+        needed = rows * self.states_per_row
+        if needed > current:
+            self._allocate(_grown_capacity(current, needed))
             # The compiled step captured the old variables: trace it again.
             self._advance = self._tf.function(
                 self._advance_graph, jit_compile=False, reduce_retracing=True,
@@ -175,10 +257,13 @@ class TensorflowBackend:
 
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""
+        self._reset_states(state_rows(rows, self.states_per_row))
+
+    def _reset_states(self, rows: npt.NDArray[np.int64]) -> None:
         if len(rows) == 0:
             return
         tf = self._tf
-        index = tf.constant(np.asarray(rows, np.int64)[:, None])
+        index = tf.constant(rows[:, None])
         zeros = tf.zeros((len(rows), self.units), tf.float32)
         for layer in range(len(self.layers)):
             layer_index = tf.concat([tf.fill((len(rows), 1), tf.constant(layer, tf.int64)), index], axis=1)
@@ -209,10 +294,14 @@ class TensorflowBackend:
         self.c.scatter_nd_update(index, tf.concat(new_c, axis=0))
         return tf.matmul(inputs, self.head[0]) + self.head[1]
 
-    def advance(self, rows: IndexArray, x: F32) -> F32:
-        """Gather, step, scatter, in one compiled call."""
-        result: F32 = self._advance(np.asarray(rows, np.int64), x).numpy()
-        return result
+    def advance(self, rows: IndexArray, x: F32, restart: BoolArray | None = None) -> F32:
+        """Gather, step, scatter, in one compiled call (restarts first, as a reset)."""
+        states = state_rows(rows, self.states_per_row)
+        if restart is not None:
+            self._reset_states(states[np.asarray(restart).reshape(-1)])
+        inputs = np.repeat(x, self.states_per_row, axis=0) if self.states_per_row > 1 else x
+        result: F32 = self._advance(states, inputs).numpy()
+        return result.reshape(len(rows), self.states_per_row, self.weights.channels)
 
     def forecast_windows(self, windows: F32) -> F32:
         """The Keras model's forecast after each window."""
@@ -226,18 +315,20 @@ class KerasOpsBackend:
     name = "keras"
 
     def __init__(self, weights: ForecasterWeights, keras_model: Any | None = None,
-                 initial_rows: int = 1024) -> None:
+                 initial_rows: int = 1024, states_per_row: int = 1) -> None:
         import keras
 
         self._keras = keras
         ops = keras.ops
         self.weights = weights
+        self.states_per_row = states_per_row
         self.layers = [(ops.convert_to_tensor(w.kernel), ops.convert_to_tensor(w.recurrent),
                         ops.convert_to_tensor(w.bias)) for w in weights.layers]
         self.head = (ops.convert_to_tensor(weights.head_kernel), ops.convert_to_tensor(weights.head_bias))
         self.units = weights.units
         self.model = keras_model
-        shape = (len(weights.layers), initial_rows, weights.units)
+        # One state per row of these tables, as in TensorflowBackend.
+        shape = (len(weights.layers), initial_rows * states_per_row, weights.units)
         self.h: Any = ops.zeros(shape, "float32")
         self.c: Any = ops.zeros(shape, "float32")
 
@@ -245,9 +336,10 @@ class KerasOpsBackend:
         """Grow the state table by doubling."""
         ops = self._keras.ops
         current = int(self.h.shape[1])
-        if rows <= current:
+        needed = rows * self.states_per_row
+        if needed <= current:
             return
-        extra = _grown_capacity(current, rows) - current
+        extra = _grown_capacity(current, needed) - current
         pad = ops.zeros((len(self.layers), extra, self.units), "float32")
         self.h = ops.concatenate([self.h, pad], axis=1)
         self.c = ops.concatenate([self.c, pad], axis=1)
@@ -263,6 +355,9 @@ class KerasOpsBackend:
 
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""
+        self._reset_states(state_rows(rows, self.states_per_row))
+
+    def _reset_states(self, rows: npt.NDArray[np.int64]) -> None:
         if len(rows) == 0:
             return
         ops = self._keras.ops
@@ -271,11 +366,14 @@ class KerasOpsBackend:
         self.h = self._scatter(self.h, index, zeros)
         self.c = self._scatter(self.c, index, zeros)
 
-    def advance(self, rows: IndexArray, x: F32) -> F32:
-        """Gather, step, scatter with keras.ops."""
+    def advance(self, rows: IndexArray, x: F32, restart: BoolArray | None = None) -> F32:
+        """Gather, step, scatter with keras.ops (restarts first, as a reset)."""
+        states = state_rows(rows, self.states_per_row)
+        if restart is not None:
+            self._reset_states(states[np.asarray(restart).reshape(-1)])
         ops = self._keras.ops
-        index = ops.convert_to_tensor(np.asarray(rows, np.int32))
-        inputs = ops.convert_to_tensor(x)
+        index = ops.convert_to_tensor(states.astype(np.int32))
+        inputs = ops.convert_to_tensor(np.repeat(x, self.states_per_row, axis=0))
         new_h = []
         new_c = []
         for layer, (kernel, recurrent, bias) in enumerate(self.layers):
@@ -289,7 +387,7 @@ class KerasOpsBackend:
         self.c = self._scatter(self.c, index, ops.stack(new_c))
         forecast = ops.matmul(inputs, self.head[0]) + self.head[1]
         result: F32 = np.asarray(ops.convert_to_numpy(forecast), np.float32)
-        return result
+        return result.reshape(len(rows), self.states_per_row, self.weights.channels)
 
     def forecast_windows(self, windows: F32) -> F32:
         """The Keras model's forecast after each window (the model runs on this Keras backend)."""
@@ -301,12 +399,14 @@ class KerasOpsBackend:
 
 
 def make_backend(name: BackendName, weights: ForecasterWeights, keras_model_loader: Any, *,
-                 window: int, initial_rows: int = 1024) -> LSTMBackend:
+                 window: int, initial_rows: int = 1024, states_per_row: int = 1) -> LSTMBackend:
     """Build a backend by name; ``keras_model_loader()`` is called only by backends that need the model."""
     if name == "numpy":
-        return NumpyBackend(weights, initial_rows)
+        return NumpyBackend(weights, initial_rows, states_per_row)
     if name == "tensorflow":
-        return TensorflowBackend(weights, keras_model_loader(), window=window, initial_rows=initial_rows)
+        return TensorflowBackend(weights, keras_model_loader(), window=window, initial_rows=initial_rows,
+                                 states_per_row=states_per_row)
     if name == "keras":
-        return KerasOpsBackend(weights, keras_model_loader(), initial_rows=initial_rows)
+        return KerasOpsBackend(weights, keras_model_loader(), initial_rows=initial_rows,
+                               states_per_row=states_per_row)
     raise ValueError(f"unknown backend {name!r}")

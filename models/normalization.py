@@ -56,8 +56,9 @@ def update_stats(
     if weight.ndim < np.ndim(x):
         weight = weight.reshape(weight.shape + (1,) * (np.ndim(x) - weight.ndim))
     diff = x - mean
-    new_mean = mean + weight * diff
-    new_var = (1.0 - weight) * (var + weight * diff * diff)
+    step = weight * diff
+    new_mean = mean + step
+    new_var = (1.0 - weight) * (var + step * diff)
     return new_mean, new_var
 
 
@@ -76,6 +77,66 @@ def normalize(spec: NormalizationSpec, x: FloatArray, mean: FloatArray, std: Flo
     """
     result: FloatArray = np.clip((x - mean) / std, -spec.clip, spec.clip)
     return result
+
+
+def update_normalize(
+    spec: NormalizationSpec, moments: FloatArray, count: npt.NDArray[np.int64], x: FloatArray
+) -> tuple[FloatArray, npt.NDArray[np.float32]]:
+    """The serving path's :func:`update_stats`, :func:`std_of` and :func:`normalize` in one, in place.
+
+    The same arithmetic, operation for operation, so the results are bit for
+    bit those of the three functions (and of training); it only allocates
+    less and, once every device is past the warm-up weights, skips them.
+
+    Args:
+        spec: The bundle's normalisation.
+        moments: ``(devices, 2, channels)``: running mean and variance, updated in place.
+        count: Readings each device has seen before ``x``.
+        x: The new readings ``(devices, channels)``.
+
+    Returns:
+        ``(std, u)``: the standard deviation after ``x`` and the normalised
+        ``x`` as float32, each ``(devices, channels)``.
+
+    >>> spec = NormalizationSpec(span=1e9)
+    >>> moments = np.zeros((1, 2, 1))
+    >>> for n, x in enumerate([1.0, 2.0, 3.0]):
+    ...     std, u = update_normalize(spec, moments, np.array([n]), np.array([[x]]))
+    >>> moments[0, :, 0].tolist(), u.dtype.name
+    ([2.0, 0.6666666666666667], 'float32')
+    """
+    mean = moments[:, 0]
+    var = moments[:, 1]
+    weight: FloatArray | float
+    keep: FloatArray | float
+    if len(count) and 1.0 / (float(count.min()) + 1.0) <= spec.alpha:
+        weight = spec.alpha  # every device is past the warm-up: the maximum below is alpha
+        keep = 1.0 - weight
+    else:
+        weights: FloatArray = count.astype(np.float64)
+        weights += 1.0
+        np.divide(1.0, weights, out=weights)
+        np.maximum(spec.alpha, weights, out=weights)
+        weight = weights[:, None]
+        keep = 1.0 - weights[:, None]
+    diff = x - mean
+    step = weight * diff
+    np.add(mean, step, out=mean)
+    np.multiply(step, diff, out=step)
+    np.add(var, step, out=step)
+    np.multiply(keep, step, out=var)
+    std = np.abs(mean)
+    np.multiply(spec.relative_min_std, std, out=std)
+    np.maximum(spec.min_std, std, out=std)
+    np.multiply(std, std, out=std)
+    np.maximum(var, std, out=std)
+    np.sqrt(std, out=std)
+    u = x - mean
+    np.divide(u, std, out=u)
+    # np.clip, in two calls that skip its Python wrapper (same values, NaN included).
+    np.maximum(u, -spec.clip, out=u)
+    np.minimum(u, spec.clip, out=u)
+    return std, u.astype(np.float32)
 
 
 def normalize_series(

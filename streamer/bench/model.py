@@ -256,9 +256,9 @@ def _prime(predictor: LSTMPredictor, table: SlotTable, devices: int, channels: i
 
 
 def state_table_bytes(table: SlotTable, predictor: LSTMPredictor) -> int:
-    """The slot table plus the backend's ``h`` and ``c`` state tables."""
+    """The slot table plus the backend's state tables (``h`` and ``c``, or the numpy backend's ``state``)."""
     total = table.nbytes()
-    for name in ("h", "c"):
+    for name in ("h", "c", "state"):
         state = getattr(predictor.backend, name, None)
         if state is None:
             continue

@@ -28,9 +28,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from models.backends import BackendName, LSTMBackend, make_backend
+from models.backends import BackendName, LSTMBackend, make_backend, row_records
 from models.bundle import ModelBundle
-from models.normalization import normalize, std_of, update_stats
+from models.normalization import update_normalize
 from streamer.scoring.predictor import Float64Array, IndexArray
 from streamer.state.ring_buffer import RingBuffers
 from streamer.state.slot_table import SlotTable
@@ -38,6 +38,45 @@ from streamer.state.slot_table import SlotTable
 PredictorMode = Literal["window", "stateful"]
 # States per device in stateful mode (the staggered pair).
 STATES_PER_DEVICE = 2
+# Columns of stateful_schedule().
+RESTART_FIRST, RESTART_SECOND, USE_SECOND = 0, 1, 2
+
+
+def stateful_schedule(window: int) -> npt.NDArray[np.bool_]:
+    """What the staggered pair does at each reading, as a table looked up by :func:`schedule_key`.
+
+    Row ``key`` says, for a device about to read a reading: restart the first
+    state, restart the second, forecast from the second. The first state
+    restarts every ``window`` readings from the first one; the second is held
+    at zero state (restarted on every reading) until reading ``window / 2``,
+    and from then on restarts ``window / 2`` readings after the first. The
+    forecast comes from the state that will have read more.
+
+    >>> table = stateful_schedule(4).astype(int)
+    >>> table[:4].tolist()  # readings 0-3: the second starts at reading 2
+    [[1, 1, 0], [0, 1, 0], [0, 1, 0], [0, 0, 0]]
+    >>> table[4:].tolist()  # every later window, by reading count modulo 4
+    [[1, 0, 1], [0, 0, 1], [0, 1, 0], [0, 0, 0]]
+    """
+    half = window // 2
+    count = np.arange(2 * window)
+    # Rows past the first window stand for every count with that phase.
+    phase = count % window
+    table = np.zeros((2 * window, 3), dtype=bool)
+    table[:, RESTART_FIRST] = phase == 0
+    table[:, RESTART_SECOND] = (phase == half) | (count < half)
+    table[:, USE_SECOND] = (count >= window) & (phase < half)
+    return table
+
+
+def schedule_key(count: npt.NDArray[np.int64], window: int) -> npt.NDArray[np.int64]:
+    """Row of :func:`stateful_schedule` for devices that have read ``count`` readings.
+
+    >>> schedule_key(np.array([0, 3, 4, 5, 9]), 4).tolist()
+    [0, 3, 4, 5, 5]
+    """
+    key: npt.NDArray[np.int64] = np.minimum(count, count % window + window)
+    return key
 
 
 class LSTMPredictor:
@@ -54,19 +93,23 @@ class LSTMPredictor:
         self.window = metadata.window
         self.min_context = metadata.min_context
         self.spec = metadata.normalization
-        channels = metadata.architecture.channels
-        table.add_field("lstm_mean", (channels,), np.float64, 0.0)
-        table.add_field("lstm_var", (channels,), np.float64, 0.0)
+        channels = self.channels = metadata.architecture.channels
+        # Running mean and variance side by side: one gather and one scatter per call.
+        table.add_field("lstm_moments", (2, channels), np.float64, 0.0)
         table.add_field("lstm_count", (), np.int64, 0)
         table.add_field("lstm_next", (channels,), np.float64, np.nan)
         self.inputs = (RingBuffers(table, window=self.window, channels=channels, prefix="lstm_u")
                        if mode == "window" else None)
+        stateful = mode == "stateful"
         self.backend: LSTMBackend = make_backend(
             backend, bundle.weights, bundle.keras_model, window=self.window,
-            # Window mode keeps no LSTM state between readings.
-            initial_rows=STATES_PER_DEVICE * table.capacity if mode == "stateful" else 1,
+            # Backend row s holds slot s's states; window mode keeps none between readings.
+            initial_rows=table.capacity if stateful else 1,
+            states_per_row=STATES_PER_DEVICE if stateful else 1,
         )
         self.name = f"lstm-{mode}-{self.backend.name}"
+        self._schedule = stateful_schedule(self.window)
+        self._records: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.void]]] = {}
 
     @property
     def version(self) -> str:
@@ -78,22 +121,35 @@ class LSTMPredictor:
         result: Float64Array = self.table["lstm_next"][slots]
         return result
 
+    def _field_records(self, name: str) -> npt.NDArray[np.void]:
+        """The slot table field ``name`` as :func:`~models.backends.row_records` (cached until it grows)."""
+        array = self.table[name]
+        cached = self._records.get(name)
+        if cached is None or cached[0] is not array:
+            cached = (array, row_records(array))
+            self._records[name] = cached
+        return cached[1]
+
     def observe(self, slots: IndexArray, values: Float64Array) -> None:
         """Normalise, advance the model, and store each slot's next forecast."""
         table = self.table
-        count = table["lstm_count"][slots]
-        mean, var = update_stats(self.spec, table["lstm_mean"][slots], table["lstm_var"][slots],
-                                 count, values)
-        std = std_of(self.spec, mean, var)
-        u = normalize(self.spec, values, mean, std).astype(np.float32)
+        counts = table["lstm_count"]
+        count = counts[slots]
+        moment_records = self._field_records("lstm_moments")
+        moments = moment_records.take(slots).view(np.float64).reshape(len(slots), 2, self.channels)
+        std, u = update_normalize(self.spec, moments, count, values)
         if self.inputs is not None:
             predicted, ready = self._window_step(slots, u)
         else:
             predicted, ready = self._stateful_step(slots, u, count)
-        table["lstm_next"][slots] = np.where(ready[:, None], mean + std * predicted, np.nan)
-        table["lstm_mean"][slots] = mean
-        table["lstm_var"][slots] = var
-        table["lstm_count"][slots] = count + 1
+        predicted *= std
+        predicted += moments[:, 0]
+        if not ready.all():
+            predicted[~ready] = np.nan
+        self._field_records("lstm_next")[slots] = row_records(predicted)
+        moment_records[slots] = row_records(moments)
+        count += 1
+        counts[slots] = count
 
     def _window_step(
         self, slots: IndexArray, u: npt.NDArray[np.float32]
@@ -108,26 +164,10 @@ class LSTMPredictor:
 
     def _stateful_step(self, slots: IndexArray, u: npt.NDArray[np.float32],
                        count: npt.NDArray[np.int64]) -> tuple[Float64Array, npt.NDArray[np.bool_]]:
-        window = self.window
-        half = window // 2
-        self.backend.ensure_rows(STATES_PER_DEVICE * self.table.capacity)
-        first = STATES_PER_DEVICE * slots
-        second = first + 1
-        age_first = count % window
-        second_started = count >= half
-        age_second = (count - half) % window
-        restart = np.concatenate([first[age_first == 0], second[second_started & (age_second == 0)]])
-        self.backend.reset(restart)
-        rows = np.concatenate([first, second[second_started]])
-        inputs = np.concatenate([u, u[second_started]])
-        outputs = self.backend.advance(rows, inputs)
-        predicted = outputs[: len(slots)].astype(np.float64)
-        # Use the state that has read more readings (always in [half + 1, window]).
-        use_second = np.zeros(len(slots), dtype=bool)
-        use_second[second_started] = age_second[second_started] > age_first[second_started]
-        if use_second.any():
-            second_outputs = np.zeros_like(predicted)
-            second_outputs[second_started] = outputs[len(slots):]
-            predicted[use_second] = second_outputs[use_second]
-        ready = count + 1 >= self.min_context
+        self.backend.ensure_rows(self.table.capacity)
+        # Both states advance on every reading, in one call; see stateful_schedule().
+        schedule = self._schedule.take(schedule_key(count, self.window), axis=0)
+        outputs = self.backend.advance(slots, u, schedule[:, :USE_SECOND])
+        predicted = np.where(schedule[:, USE_SECOND, None], outputs[:, 1], outputs[:, 0]).astype(np.float64)
+        ready = count >= self.min_context - 1
         return predicted, ready

@@ -28,6 +28,7 @@ from streamer.scoring.predictor import Predictor
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
+from streamer.thresholds.novelty import apply_novelty, make_novelty
 from streamer.thresholds.zscore import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
@@ -130,6 +131,8 @@ class ScoringPipeline:
         table = self.registry.table
         self.predictor: Predictor = predictor or make_predictor(config, table)
         self.threshold: Threshold = make_threshold(table, channel_count, config.thresholds)
+        # Range novelty runs after whichever method is configured (None: off).
+        self.novelty = make_novelty(table, channel_count, config.thresholds)
         self.episodes = EpisodeTracker(table, config.alerts)
         self.warmup = config.thresholds.warmup
 
@@ -207,6 +210,8 @@ class ScoringPipeline:
         seen[round_slots] += 1
 
         decision = self.threshold.update(round_slots, residual, scored, values)
+        if self.novelty is not None:
+            decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
         scored_count = int(np.count_nonzero(scored))
         result.scored += scored_count

@@ -43,17 +43,8 @@ Per device, one reading at a time, vectorised over the slots of a round:
    0.9999), below the red line. So one anomaly yields one red *score* while
    the *decision* stays true for as long as it lasts.
 
-7. *Range novelty* (optional, ``range_margin``; after the "spatial anomaly"
-   rule of Numenta's NAB detector). A reading outside the range its device
-   has ever shown, widened by ``range_margin`` times that range, gets score
-   1.0 and is flagged, whatever its residual. A one-step-ahead forecaster
-   follows a level shift after one reading, so its residual exposes a jump
-   to a never-seen level only briefly; the range does not forget it. The
-   range then grows to include the reading, so a device that settles at its
-   new level is flagged once, not for as long as it stays there. It costs
-   two floats per channel and device; it does not touch the likelihood's
-   learning. It needs the readings themselves, which the pipeline passes as
-   ``values``; without them there is no range novelty.
+Range novelty (a reading beyond its device's recent range) is applied by
+the pipeline after any method: see :mod:`streamer.thresholds.novelty`.
 
 Rows with a NaN residual (no forecast yet) leave every field untouched.
 Rows that are not ``scored`` (pipeline warm-up) are never flagged and teach
@@ -313,8 +304,6 @@ class AnomalyLikelihood:
         self.delay = self.config.short_window
         table.add_field("lik_res_pending", (self.delay, channels), np.float64, 0.0)
         self.stage = LikelihoodStage(table, self.config)
-        margin = self.config.range_margin
-        self.novelty = RangeNovelty(table, channels, margin) if margin is not None else None
 
     def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray,
                values: Float64Array | None = None) -> ThresholdResult:
@@ -325,8 +314,7 @@ class AnomalyLikelihood:
             residual: ``(n, channels)`` actual minus forecast; NaN rows are
                 skipped (no forecast yet).
             scored: Rows past warm-up; only these are scored and learned from.
-            values: ``(n, channels)`` the readings, for range novelty
-                (without them, no range novelty).
+            values: The readings (unused).
 
         Returns:
             ``score`` is the likelihood after red-zone suppression (0.5 where
@@ -334,9 +322,7 @@ class AnomalyLikelihood:
             suppressed red readings too), ``channel`` the worst channel,
             ``smoothed`` the short average of the raw score and
             ``threshold`` the short average at which the likelihood reaches
-            the threshold (1.0 while there is no estimate). A novel reading
-            (see the module docstring) has score 1.0, is anomalous and
-            reports the channel that left its range.
+            the threshold (1.0 while there is no estimate).
         """
         t = self.table
         valid: BoolArray = np.asarray(np.isfinite(residual).all(axis=1))
@@ -371,14 +357,6 @@ class AnomalyLikelihood:
         t["lik_res_var"][rows] = ((1.0 - weight) * (var + weight * diff * diff))[learn]
         t["lik_res_count"][rows] = count[learn] + 1
         score = step.score
-        if self.novelty is not None and values is not None:
-            # The range learns from every reading, warm-up included; only
-            # scored rows (a settled range) may be novel.
-            novel, novel_channel = self.novelty.update(slots, np.asarray(values, np.float64))
-            novel &= usable
-            score = np.where(novel, 1.0, score)
-            anomalous = anomalous | novel
-            channel = np.where(novel, novel_channel, channel)
         return ThresholdResult(
             score=score,
             anomalous=anomalous,
@@ -386,49 +364,6 @@ class AnomalyLikelihood:
             smoothed=step.average,
             threshold=step.bound,
         )
-
-
-class RangeNovelty:
-    """Readings outside the range their device has shown, widened by a margin.
-
-    Per device and channel the smallest and largest reading seen so far
-    (NaN readings are skipped). A reading is novel when some channel lies
-    beyond ``margin * (max - min)`` outside ``[min, max]``; a channel whose
-    range is still a single value is never novel (no scale to judge by).
-
-    >>> novelty = RangeNovelty(SlotTable(1), channels=1, margin=0.1)
-    >>> slot = np.zeros(1, dtype=np.intp)
-    >>> [bool(novelty.update(slot, np.array([[v]]))[0][0]) for v in (0.0, 10.0, 10.5, 12.0, 12.1)]
-    [False, False, False, True, False]
-    """
-
-    def __init__(self, table: SlotTable, channels: int, margin: float) -> None:
-        self.table = table
-        self.margin = margin
-        table.add_field("nov_min", (channels,), np.float64, np.nan)
-        table.add_field("nov_max", (channels,), np.float64, np.nan)
-
-    def update(self, slots: IndexArray, values: Float64Array) -> tuple[BoolArray, npt.NDArray[np.intp]]:
-        """Judge ``values`` (n, channels) against each slot's range, then widen the range.
-
-        Returns:
-            Whether each row is novel, and the channel farthest outside its
-            range relative to the range's width (0 where none is).
-        """
-        low = self.table["nov_min"][slots]
-        high = self.table["nov_max"][slots]
-        width = high - low
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # Distance beyond the range in units of its width; NaN (no range
-            # or no reading) compares False.
-            beyond = np.maximum(low - values, values - high) / width
-        outside = (width > 0) & (beyond > self.margin)
-        novel: BoolArray = outside.any(axis=1)
-        channel = np.argmax(np.where(outside, beyond, -np.inf), axis=1)
-        seen = np.isfinite(values)
-        self.table["nov_min"][slots] = np.where(seen, np.fmin(low, values), low)
-        self.table["nov_max"][slots] = np.where(seen, np.fmax(high, values), high)
-        return novel, channel
 
 
 def likelihood_of_scores(raw: Float64Array, config: LikelihoodConfig) -> tuple[Float64Array, BoolArray]:

@@ -4,6 +4,16 @@ Per device and channel the residual is smoothed by an EWMA, and the smoothed
 residual is compared with an exponentially weighted mean and variance of its
 own recent past. ``|z| >= z`` flags the reading. Flagged readings do not
 update the mean and variance, so an anomaly never teaches itself normal.
+
+The standard deviation has two floors: ``min_std``, and ``min_std_fraction``
+of the device's observed range (all-time max - min of the readings, when the
+pipeline passes them). The second keeps a signal that was flat for a while
+from turning its next small step into a z of 1e10.
+
+The score is :func:`tail_score` of z: it keeps ranking large deviations
+(z = 20 above z = 10) where the Gaussian confidence ``erf`` has long rounded
+to 1.0, so scores stay comparable across devices and one corpus-wide cut on
+them means something.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.special import erf
+from scipy.special import log_ndtr
 
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
@@ -21,7 +31,7 @@ IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
-_SQRT2 = float(np.sqrt(2.0))
+_LOG2 = float(np.log(2.0))
 
 
 @dataclass(frozen=True)
@@ -35,13 +45,22 @@ class ThresholdResult:
     threshold: Float64Array  # the bound on the smoothed residual on that channel's side
 
 
-def gaussian_score(z: Float64Array) -> Float64Array:
-    """Two-sided Gaussian confidence that ``z`` is not noise: ``erf(|z| / sqrt(2))``.
+def tail_score(z: Float64Array) -> Float64Array:
+    """Anomaly score in [0, 1) of ``z``: ``s / (1 + s)`` with ``s = -ln p``.
 
-    >>> gaussian_score(np.array([0.0, 1.0, 5.0])).round(4).tolist()
-    [0.0, 0.6827, 1.0]
+    ``p = 2 * Phi(-|z|)`` is the two-sided Gaussian tail probability, computed
+    in logs so that it never underflows; ``s`` is its surprise in nats. The
+    score rises with ``|z|`` without saturating (it reaches 1.0 in floating
+    point only near ``|z| = 1e8``): 0 at z = 0, 0.76 at 2, 0.935 at 5, 0.99
+    at 13.9 (``erf`` gives 0.954 at 2 and rounds to 1.0 from 8.3). A score
+    ``s`` means a tail probability of ``exp(-s / (1 - s))``.
+
+    >>> tail_score(np.array([0.0, 2.0, 5.0, 10.0, 40.0])).round(4).tolist()
+    [0.0, 0.7555, 0.9349, 0.9813, 0.9988]
     """
-    result: Float64Array = erf(np.abs(z) / _SQRT2)
+    # At z = 0 the sum is -0.0 or a rounding hair above 0: clip to 0.
+    surprise = np.maximum(-(log_ndtr(-np.abs(z)) + _LOG2), 0.0)
+    result: Float64Array = surprise / (1.0 + surprise)
     return result
 
 
@@ -56,10 +75,14 @@ class RollingZScore:
         self.smooth_alpha = 2.0 / (config.smoothing_span + 1.0)
         self.stats_alpha = 2.0 / (config.window + 1.0)
         self.min_var = config.min_std**2
+        self.range_fraction = config.min_std_fraction
         table.add_field("thr_smoothed", (channels,), np.float64, np.nan)
         table.add_field("thr_mean", (channels,), np.float64, 0.0)
         table.add_field("thr_var", (channels,), np.float64, 0.0)
         table.add_field("thr_count", (), np.int64, 0)
+        # All-time range of the readings, for the relative floor.
+        table.add_field("thr_min", (channels,), np.float64, np.nan)
+        table.add_field("thr_max", (channels,), np.float64, np.nan)
 
     def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray,
                values: Float64Array | None = None) -> ThresholdResult:
@@ -83,7 +106,10 @@ class RollingZScore:
         smoothed = np.where(
             first, residual, self.smooth_alpha * residual + (1.0 - self.smooth_alpha) * prev_smoothed
         )
-        std = np.sqrt(np.maximum(var, self.min_var))
+        floor = np.full_like(var, self.min_var)
+        if values is not None and self.range_fraction > 0:
+            floor = self._range_floor(slots, np.asarray(values, np.float64), floor)
+        std = np.sqrt(np.maximum(var, floor))
         z = (smoothed - mean) / std
         z = np.where(np.isnan(z), 0.0, z)
         channel_flag = np.abs(z) >= self.z
@@ -103,7 +129,7 @@ class RollingZScore:
         table["thr_count"][rows] = count[learn] + 1
         table["thr_smoothed"][slots[valid]] = smoothed[valid]
 
-        scores = gaussian_score(z)
+        scores = tail_score(z)
         scores[~valid] = 0.0
         channel = np.argmax(scores, axis=1)
         take = np.arange(len(slots))
@@ -117,3 +143,15 @@ class RollingZScore:
             smoothed=smoothed[take, channel],
             threshold=bound,
         )
+
+    def _range_floor(self, slots: IndexArray, values: Float64Array, floor: Float64Array) -> Float64Array:
+        """Raise ``floor`` (a variance) to ``(min_std_fraction * range)**2``; widen the range."""
+        low = self.table["thr_min"][slots]
+        high = self.table["thr_max"][slots]
+        # The range before this reading: a jump does not lower its own z.
+        width = np.nan_to_num(high - low)
+        seen = np.isfinite(values)
+        self.table["thr_min"][slots] = np.where(seen, np.fmin(low, values), low)
+        self.table["thr_max"][slots] = np.where(seen, np.fmax(high, values), high)
+        result: Float64Array = np.maximum(floor, (self.range_fraction * width) ** 2)
+        return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from models import backends
 from models.architecture import ArchitectureSpec, build_forecaster
 from models.backends import KerasOpsBackend, LSTMBackend, NumpyBackend, TensorflowBackend
-from models.weights import ForecasterWeights
+from models.weights import ForecasterWeights, forecast_windows, lstm_step, staggered_zeros, zero_state
 
 WINDOW = 12
 CHANNELS = 2
+RESTART = 5
 # float32 arithmetic in a different order than Keras' fused kernels.
 ATOL = 2e-5
 
@@ -35,10 +38,10 @@ def inputs() -> np.ndarray:
     return np.random.default_rng(1).normal(size=(6, WINDOW, CHANNELS)).astype(np.float32)
 
 
-def _backends(model: Any, weights: ForecasterWeights) -> list[LSTMBackend]:
-    return [NumpyBackend(weights, initial_rows=4), TensorflowBackend(weights, model, window=WINDOW,
-                                                                      initial_rows=4),
-            KerasOpsBackend(weights, model, initial_rows=4)]
+def _backends(model: Any, weights: ForecasterWeights, states_per_row: int = 1) -> list[LSTMBackend]:
+    return [NumpyBackend(weights, initial_rows=4, states_per_row=states_per_row),
+            TensorflowBackend(weights, model, window=WINDOW, initial_rows=4, states_per_row=states_per_row),
+            KerasOpsBackend(weights, model, initial_rows=4, states_per_row=states_per_row)]
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["numpy", "tensorflow", "keras"])
@@ -53,13 +56,22 @@ def test_window_mode_matches_keras(model: Any, weights: ForecasterWeights, input
 def test_stateful_steps_from_zero_state_match_the_keras_sequence(
     model: Any, weights: ForecasterWeights, inputs: np.ndarray, index: int
 ) -> None:
-    backend = _backends(model, weights)[index]
+    backend = _backends(model, weights, states_per_row=2)[index]
     expected = np.asarray(model(inputs))  # forecast after every step
+    # The second state of each row restarts before step RESTART: from then on
+    # it forecasts as the model does on the sequence from that step.
+    restarted = np.asarray(model(inputs[:, RESTART:]))
     # Rows far apart in a table that must grow, to exercise gather/scatter.
     rows = np.array([0, 3, 9, 17, 30, 31])
     backend.ensure_rows(32)
+    restart = np.zeros((len(rows), 2), dtype=bool)
     for t in range(WINDOW):
-        np.testing.assert_allclose(backend.advance(rows, inputs[:, t]), expected[:, t], atol=ATOL)
+        restart[:, 1] = t == RESTART
+        forecasts = backend.advance(rows, inputs[:, t], restart)
+        assert forecasts.shape == (len(rows), 2, CHANNELS)
+        np.testing.assert_allclose(forecasts[:, 0], expected[:, t], atol=ATOL)
+        second = restarted[:, t - RESTART] if t >= RESTART else expected[:, t]
+        np.testing.assert_allclose(forecasts[:, 1], second, atol=ATOL)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2], ids=["numpy", "tensorflow", "keras"])
@@ -67,16 +79,62 @@ def test_advance_touches_only_its_rows_and_reset_zeroes(
     model: Any, weights: ForecasterWeights, inputs: np.ndarray, index: int
 ) -> None:
     backend = _backends(model, weights)[index]
-    first = backend.advance(np.array([0, 1]), inputs[:2, 0])
+    first = backend.advance(np.array([0, 1]), inputs[:2, 0])[:, 0]
     backend.advance(np.array([1]), inputs[1:2, 1])  # row 0 untouched
     backend.reset(np.array([1]))
     # Row 1 restarted from zero: the same input gives the same first-step forecast.
-    again = backend.advance(np.array([1]), inputs[1:2, 0])
+    again = backend.advance(np.array([1]), inputs[1:2, 0])[:, 0]
     np.testing.assert_allclose(again, first[1:2], atol=ATOL)
     # Row 0 continues from its one step.
-    second = backend.advance(np.array([0]), inputs[:1, 1])
+    second = backend.advance(np.array([0]), inputs[:1, 1])[:, 0]
     expected = np.asarray(model(inputs[:1, :2]))[:, 1]
     np.testing.assert_allclose(second, expected, atol=ATOL)
+
+
+@pytest.mark.parametrize("chunk", [backends.MAX_CHUNK_ROWS, 3])
+def test_backends_agree_over_a_random_schedule(model: Any, weights: ForecasterWeights, chunk: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # Batches of every size (the numpy backend reuses its scratch across
+    # sizes, and splits batches larger than a chunk), random rows of a growing
+    # table, random restarts: the numpy and tensorflow backends stay together.
+    monkeypatch.setattr(backends, "MAX_CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(7)
+    numpy_backend, tensorflow_backend, _ = _backends(model, weights, states_per_row=2)
+    for step in range(40):
+        rows_in_table = 8 if step < 20 else 40
+        for backend in (numpy_backend, tensorflow_backend):
+            backend.ensure_rows(rows_in_table)
+        rows = rng.choice(rows_in_table, size=int(rng.integers(1, 9)), replace=False)
+        x = rng.normal(size=(len(rows), CHANNELS)).astype(np.float32)
+        restart = rng.random((len(rows), 2)) < 0.15
+        np.testing.assert_allclose(numpy_backend.advance(rows, x, restart),
+                                   tensorflow_backend.advance(rows, x, restart), atol=ATOL)
+
+
+def test_numpy_window_mode_in_chunks_matches_keras(model: Any, weights: ForecasterWeights,
+                                                    inputs: np.ndarray) -> None:
+    expected = np.asarray(model(inputs))[:, -1]
+    chunked = NumpyBackend(weights).packed.forecast_windows(inputs, chunk=4)  # chunks of 4 and 2
+    np.testing.assert_allclose(chunked, expected, atol=ATOL)
+
+
+def test_reference_step_matches_keras(model: Any, weights: ForecasterWeights, inputs: np.ndarray) -> None:
+    # The plain-equations step the packed one is documented against.
+    expected = np.asarray(model(inputs))
+    h, c = zero_state(weights, len(inputs))
+    for t in range(WINDOW):
+        forecast, h, c = lstm_step(weights, inputs[:, t], h, c)
+        np.testing.assert_allclose(forecast, expected[:, t], atol=ATOL)
+    np.testing.assert_allclose(forecast_windows(weights, inputs), expected[:, -1], atol=ATOL)
+
+
+def test_scratch_arrays_never_share_an_offset_within_a_page() -> None:
+    arrays = staggered_zeros([(1024, 34), (1024, 32), (1024, 32), (4 * 1024 * 32,), (3, 5)])
+    offsets = [a.ctypes.data % 4096 for a in arrays]
+    assert len(set(offsets)) == len(offsets)
+    assert all(a.ctypes.data % 64 == 0 and a.flags["C_CONTIGUOUS"] and not a.any() for a in arrays)
+    ends = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays)
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(ends))
 
 
 def test_numpy_backend_runs_without_tensorflow(weights: ForecasterWeights, model: Any, inputs: np.ndarray,

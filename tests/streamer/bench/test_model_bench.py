@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from models.architecture import ArchitectureSpec, build_forecaster
-from models.bundle import BundleMetadata, save_bundle
+from models.backends import NumpyBackend
+from models.bundle import BundleMetadata, load_bundle, save_bundle
 from models.normalization import NormalizationSpec
-from streamer.bench.model import FULL_SWEEP, QUICK_SWEEP, BenchPoint, Sweep, measure, plan
+from streamer.bench.model import FULL_SWEEP, QUICK_SWEEP, BenchPoint, Sweep, measure, plan, state_table_bytes
 from streamer.cli import main
+from streamer.scoring.lstm import LSTMPredictor
+from streamer.state.slot_table import SlotTable
 
 REQUIRED = {
     "mode": str, "backend": str, "batch": int, "devices": int, "points_per_s": float, "seconds": float,
@@ -91,3 +94,11 @@ def test_cli_fails_clearly_without_a_bundle(tmp_path: Path, caplog: pytest.LogCa
     missing = tmp_path / "missing"
     assert main(["bench", "model", "--bundle", str(missing)]) == 1
     assert f"{missing}: not a model bundle" in caplog.text
+
+
+def test_state_table_bytes_counts_the_numpy_backend_state(bundle_dir: Path) -> None:
+    table = SlotTable(64)
+    predictor = LSTMPredictor(table, load_bundle(bundle_dir), mode="stateful", backend="numpy")
+    backend = predictor.backend
+    assert isinstance(backend, NumpyBackend)
+    assert state_table_bytes(table, predictor) == table.nbytes() + backend.state.nbytes

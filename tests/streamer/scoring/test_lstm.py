@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 
 from models.architecture import ArchitectureSpec, build_forecaster
+from models.backends import BackendName
 from models.bundle import BundleMetadata, ModelBundle, load_bundle, save_bundle
-from models.normalization import NormalizationSpec
+from models.normalization import (
+    NormalizationSpec,
+    normalize,
+    normalize_series,
+    std_of,
+    update_normalize,
+    update_stats,
+)
+from models.weights import forecast_windows
 from streamer.config import load_config
 from streamer.errors import ConfigError
-from streamer.scoring.lstm import LSTMPredictor
+from streamer.scoring.lstm import LSTMPredictor, PredictorMode
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.slot_table import SlotTable
 
@@ -55,6 +64,42 @@ def test_stateful_equals_window_mode_after_exactly_one_window(bundle: ModelBundl
     assert np.isnan(window[-2]).all()  # window mode waits for a full window
 
 
+@pytest.mark.parametrize("backend", ["numpy", "tensorflow"])
+def test_stateful_forecast_reads_the_history_of_the_older_staggered_state(
+    bundle: ModelBundle, backend: BackendName
+) -> None:
+    # Independent of how the predictor schedules its two states: after reading
+    # t + 1 readings, the first state has read (t % WINDOW) + 1 of them since
+    # its last restart and the second, from reading WINDOW / 2 on, ((t - WINDOW
+    # / 2) % WINDOW) + 1. The forecast is the model's from zero state over the
+    # longer of those histories, in the device's units.
+    half = WINDOW // 2
+    series = _series(4 * WINDOW + 3, 2)
+    forecasts = _feed(LSTMPredictor(SlotTable(2), bundle, mode="stateful", backend=backend), series)
+    spec = bundle.metadata.normalization
+    for device in range(series.shape[1]):
+        u, mean, std = normalize_series(spec, series[:, device:device + 1])
+        for t in range(bundle.metadata.min_context - 1, len(series)):
+            history = t % WINDOW + 1
+            if t >= half:
+                history = max(history, (t - half) % WINDOW + 1)
+            window = u[None, t + 1 - history:t + 1].astype(np.float32)
+            expected = mean[t] + std[t] * forecast_windows(bundle.weights, window)[0]
+            np.testing.assert_allclose(forecasts[t][device], expected[0], rtol=1e-5, err_msg=f"t={t}")
+
+
+@pytest.mark.parametrize(("mode", "backend"), [("stateful", "numpy"), ("stateful", "tensorflow"),
+                                             ("window", "numpy")])
+def test_an_empty_batch_changes_nothing(bundle: ModelBundle, mode: PredictorMode,
+                                        backend: BackendName) -> None:
+    predictor = LSTMPredictor(SlotTable(4), bundle, mode=mode, backend=backend)
+    series = _series(WINDOW, 2)
+    before = _feed(predictor, series)[-1]
+    predictor.observe(np.array([], dtype=np.intp), np.zeros((0, 1)))
+    np.testing.assert_array_equal(predictor.forecast(np.arange(2))[:, 0], before)
+    assert np.isfinite(before).all()
+
+
 def test_stateful_forecasts_start_at_min_context_and_stay_finite(bundle: ModelBundle) -> None:
     forecasts = _feed(LSTMPredictor(SlotTable(2), bundle, mode="stateful", backend="numpy"), _series(50, 2))
     assert np.isnan(forecasts[0]).all() and np.isnan(forecasts[1]).all()
@@ -74,6 +119,26 @@ def test_stateful_forecast_uses_at_most_one_window_of_history(bundle: ModelBundl
     # model's own terms: the window contents are identical, the statistics are not,
     # and the forecasts converge as the statistics forget.
     assert abs(fa[-1][0] - fb[-1][0]) < abs(fa[WINDOW][0] - fb[WINDOW][0])
+
+
+@pytest.mark.parametrize("span", [16.0, 256.0, 1e9])
+def test_serving_normalisation_is_bit_for_bit_the_training_one(span: float) -> None:
+    # The predictor's fused, in-place update must not drift from the functions
+    # training uses: same values to the last bit, warm-up weights included.
+    rng = np.random.default_rng(int(span) % 97)
+    spec = NormalizationSpec(span=span)
+    for young in (True, False):
+        devices, channels = 64, 2
+        variance = rng.exponential(50, (devices, channels)) * rng.integers(0, 2, (devices, 1))
+        moments = np.stack([rng.normal(0, 100, (devices, channels)), variance], axis=1)
+        count = rng.integers(0, 40 if young else 10**6, devices) + (0 if young else 10**5)
+        x = rng.normal(0, 100, (devices, channels)) * rng.choice([1e-9, 1.0, 1e6], (devices, 1))
+        mean, var = update_stats(spec, moments[:, 0], moments[:, 1], count, x)
+        std = std_of(spec, mean, var)
+        u = normalize(spec, x, mean, std).astype(np.float32)
+        fused_std, fused_u = update_normalize(spec, moments, count, x)
+        for expected, actual in ((mean, moments[:, 0]), (var, moments[:, 1]), (std, fused_std), (u, fused_u)):
+            np.testing.assert_array_equal(actual, expected)
 
 
 def test_pipeline_uses_the_configured_bundle(bundle: ModelBundle) -> None:

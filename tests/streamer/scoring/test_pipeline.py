@@ -10,7 +10,7 @@ from streamer.alerts.episodes import alert_id
 from streamer.codec import Alert, ReadingBatch
 from streamer.config import Config, load_config
 from streamer.scoring.pipeline import ScoringPipeline, rounds
-from streamer.thresholds.zscore import gaussian_score
+from streamer.thresholds.zscore import tail_score
 
 START_MS = 1_700_000_000_000
 STEP_MS = 100
@@ -173,7 +173,7 @@ def test_spike_opens_exactly_one_alert_then_resolves() -> None:
     ts = [START_MS + i * STEP_MS for i in range(len(values))]
     flagged: list[bool] = []
     events: list[tuple[int, Alert]] = []
-    limit = gaussian_score(np.array([cfg.thresholds.z]))[0]
+    limit = tail_score(np.array([cfg.thresholds.z]))[0]
     for i, value in enumerate(values):
         result = pipeline.score(batch(["pump-1"], [ts[i]], [value]))
         flagged.append(bool(result.scores[0] >= limit))

@@ -12,7 +12,6 @@ from streamer.thresholds.likelihood import (
     MIN_RESIDUAL_SAMPLES,
     QUANTUM,
     AnomalyLikelihood,
-    RangeNovelty,
     likelihood_of_scores,
     raw_score,
     yellow_level,
@@ -32,9 +31,8 @@ WARM = MIN_RESIDUAL_SAMPLES + SMALL["short_window"] - 1
 
 
 def make(channels: int = 1, capacity: int = 4, **likelihood: Any) -> AnomalyLikelihood:
-    # The window estimator and no range novelty unless asked: most tests below
-    # check the window's ring exactly.
-    likelihood = {"estimator": "window", "range_margin": None, **likelihood}
+    # The window estimator unless asked: most tests below check the window's ring exactly.
+    likelihood = {"estimator": "window", **likelihood}
     config = ThresholdsConfig(likelihood=LikelihoodConfig(**likelihood))
     return AnomalyLikelihood(SlotTable(capacity), channels, config)
 
@@ -421,62 +419,3 @@ def test_exponential_estimator_weights_recent_averages_more() -> None:
         stage._learn_exponential(rows, np.array([0.9]), np.array([kept]))
     # A window mean would still hold the early values until they leave it.
     assert threshold.table["lik_ew_mean"][0] == pytest.approx(0.9, abs=1e-3)
-
-
-def test_range_novelty_flags_a_reading_beyond_the_widened_range_once() -> None:
-    novelty = RangeNovelty(SlotTable(2), channels=2, margin=0.1)
-    slots = np.array([0, 1])
-    history = [[0.0, 5.0], [10.0, 5.0], [5.0, 5.0]]
-    for row in history:
-        novel, _ = novelty.update(slots, np.array([row, row]))
-        assert not novel.any()  # channel 1 has no width yet: never novel
-    novel, channel = novelty.update(slots, np.array([[10.5, 5.0], [-2.0, 5.0]]))
-    assert novel.tolist() == [False, True]  # within the 10 % margin / beyond it
-    assert channel[1] == 0
-    novel, _ = novelty.update(slots, np.array([[5.0, 9.0], [-2.1, 5.0]]))
-    # Channel 1 now has a width (0) -> still none; slot 1 widened to -2: -2.1 is inside the margin.
-    assert novel.tolist() == [False, False]
-    assert novelty.table["nov_min"][1].tolist() == [-2.1, 5.0]
-
-
-def test_range_novelty_skips_nan_readings() -> None:
-    novelty = RangeNovelty(SlotTable(1), channels=1, margin=0.0)
-    slot = np.array([0])
-    for value in (0.0, 1.0, np.nan):
-        novel, _ = novelty.update(slot, np.array([[value]]))
-        assert not novel.any()
-    assert novelty.table["nov_max"][0, 0] == 1.0
-
-
-def test_novel_reading_scores_one_and_is_flagged_from_given_values() -> None:
-    threshold = make(range_margin=0.05, **SMALL)
-    slots = np.array([0])
-    scored = np.array([True])
-    values = np.sin(np.arange(200) / 5.0)
-    results = [threshold.update(slots, np.array([[r]]), scored, values=np.array([[v]]))
-               for r, v in zip(calm(200, seed=3)[:, 0] * 0.01, values, strict=True)]
-    # Once a full cycle has shown the range, the sine stays inside it.
-    assert any(r.score[0] == 1.0 for r in results[:40])
-    assert not any(r.score[0] == 1.0 for r in results[40:])
-    jump = threshold.update(slots, np.array([[0.0]]), scored, values=np.array([[1.5]]))
-    assert jump.score[0] == 1.0 and bool(jump.anomalous[0])
-    # The range now includes 1.5: staying at the new level is not novel again.
-    again = threshold.update(slots, np.array([[0.0]]), scored, values=np.array([[1.5]]))
-    assert again.score[0] < 1.0
-
-
-def test_unscored_readings_teach_the_range_but_are_never_novel() -> None:
-    threshold = make(range_margin=0.0, **SMALL)
-    slots = np.array([0])
-    for value in (0.0, 1.0, 5.0):
-        result = threshold.update(slots, np.array([[0.0]]), np.array([False]), values=np.array([[value]]))
-        assert not result.anomalous[0]
-    assert threshold.table["nov_max"][0, 0] == 5.0
-
-
-def test_without_values_there_is_no_novelty() -> None:
-    threshold = make(range_margin=0.0, **SMALL)
-    results = feed(threshold, np.array([0.0, 1.0, 50.0]))
-    assert "nov_min" in threshold.table
-    assert np.isnan(threshold.table["nov_min"][0]).all()
-    assert not any(bool(r.anomalous[0]) for r in results)

@@ -6,7 +6,7 @@ import pytest
 
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import RollingZScore, ThresholdResult, gaussian_score
+from streamer.thresholds.zscore import RollingZScore, ThresholdResult, tail_score
 
 STATE = ("thr_smoothed", "thr_mean", "thr_var", "thr_count")
 
@@ -26,15 +26,37 @@ def snapshot(threshold: RollingZScore) -> dict[str, npt.NDArray[np.generic]]:
     return {name: threshold.table[name].copy() for name in STATE}
 
 
-def test_gaussian_score_bounds() -> None:
+def test_tail_score_bounds() -> None:
     z = np.array([-1e9, -3.0, -1.0, 0.0, 1.0, 3.0, 1e9])
-    scores = gaussian_score(z)
+    scores = tail_score(z)
     assert ((scores >= 0.0) & (scores <= 1.0)).all()
     assert scores[3] == 0.0
-    assert scores[0] == scores[-1] == 1.0
     assert scores[1] == scores[5]  # two-sided
-    assert scores[4] == pytest.approx(0.6827, abs=1e-4)
     assert scores[4] < scores[5]
+    # s / (1 + s) with s = -ln(2 * Phi(-1)) = -ln(0.3173)
+    assert scores[4] == pytest.approx(1.148 / 2.148, abs=1e-3)
+
+
+def test_tail_score_keeps_ranking_where_erf_saturates() -> None:
+    scores = tail_score(np.array([5.0, 9.0, 20.0, 100.0, 1e4]))
+    assert (np.diff(scores) > 0).all()
+    assert scores[-1] < 1.0
+
+
+def test_range_floor_keeps_a_step_after_a_flat_stretch_moderate() -> None:
+    # Flat at 0 with one earlier excursion to 10: the residual variance is ~0,
+    # so min_std alone would make the step to 1.0 a z of ~7e5.
+    plain, relative = make(min_std_fraction=0.0), make(min_std_fraction=0.01)
+    values = np.array([0.0, 10.0] + [0.0] * 300)
+    for threshold in (plain, relative):
+        for value in values:
+            threshold.update(np.array([0]), np.array([[0.0]]), np.array([True]), np.array([[value]]))
+    step = np.array([[1.0]])
+    z_plain = plain.update(np.array([0]), step, np.array([True]), step)
+    z_relative = relative.update(np.array([0]), step, np.array([True]), step)
+    assert z_plain.anomalous[0] and z_relative.anomalous[0]
+    # std floor 0.01 * 10 = 0.1: the smoothed step is a few z, not 1e5.
+    assert z_relative.score[0] < 0.97 < z_plain.score[0]
 
 
 def test_no_flags_before_enough_data() -> None:
@@ -50,7 +72,7 @@ def test_big_residual_after_stationary_noise_is_flagged() -> None:
     assert not any(r.anomalous[0] for r in results[50:])
     spike = threshold.update(np.array([0]), np.array([[5.0]]), np.array([True]))
     assert spike.anomalous.tolist() == [True]
-    assert spike.score[0] > 0.9999
+    assert spike.score[0] > tail_score(np.array([20.0]))[0]  # ~33 standard deviations after smoothing
     assert spike.channel.tolist() == [0]
     assert spike.threshold[0] > 0  # upper bound on the side of the residual
     assert spike.smoothed[0] > spike.threshold[0]
