@@ -5,10 +5,45 @@ Data flow::
     fetch loop ──(bounded queue)──▶ score loop ──▶ scoring thread ──▶ publish ──▶ offsets done
       getmany + decode              micro-batch      ScoringPipeline      wait for acks    commit loop
 
-Offsets are committed only for records whose readings were scored or
-dead-lettered and whose alerts the broker acknowledged. Batches are scored
-one at a time in fetch order, so the finished offsets of a partition are
-always contiguous and the commit position is the highest one plus one.
+Delivery guarantees (at least once; duplicates removable by alert id):
+
+- the commit position of a partition is its *frontier*: every record
+  before it was scored or dead-lettered and every alert it caused was
+  acknowledged by the broker. Micro-batches are scored one at a time, in
+  fetch order, and a batch is marked done only as a whole, after its
+  publish was acknowledged, so a partition's finished offsets are always
+  contiguous and the frontier is simply the end of its last finished
+  batch (no gap tracking as in faust's acked-offset sets is needed). A
+  batch that fails (scoring or publishing, whatever partitions it spans)
+  marks nothing done: none of its offsets is committed, the daemon exits
+  non-zero and the next owner reprocesses it;
+- the frontier is the offset after the last *record* of a batch, so
+  transaction markers and compaction gaps after it are skipped on the next
+  fetch rather than waited for.
+
+Backpressure: the fetch loop feeds a bounded queue (``batching.queue_size``
+fetches). Once ``batching.pause_high`` readings are queued every assigned
+partition is paused (aiokafka drops what it prefetched for them) and the
+fetch loop keeps polling without fetching; at ``batching.pause_low`` they
+resume. Queued readings therefore never exceed ``pause_high`` plus one
+fetch. A partition also paused because its state is being restored stays
+paused until the restore is done (:class:`PartitionPauses` keeps the
+reasons apart).
+
+No zombies: the daemon stops with exit code 1 (after failing ``/healthz``)
+when the brokers have not answered for ``kafka.unreachable_timeout_s``,
+or when records have waited ``runtime.commit_stall_timeout_s`` without a
+single commit advancing (a wedged scorer, commits that keep failing). The
+scoring thread is a daemon thread, so a scorer wedged in a model call does
+not keep the process alive after that.
+
+Offset resets: a partition whose committed offset is out of range (below
+the log start after retention, or beyond the log end) is reset to
+``kafka.auto_offset_reset``, logged as a warning with both offsets, and
+counted in ``streamer_offset_resets_total{reason="out_of_range"}``. Kafka
+reports such a fetch as an error; brokers that instead answer it with no
+records (Tansu) are caught by comparing the position with the high
+watermark.
 
 Per-device state moves with its partition (:mod:`streamer.state.manager`):
 
@@ -34,33 +69,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from streamer.codec import DeadLetter, DecodedBatch, ReadingBatch, ReadingDecoder, Record, dead_letter
 from streamer.config import Config, log_effective_config
 from streamer.endpoints import Health, HealthServer
-from streamer.errors import PipelineError
+from streamer.errors import PipelineError, StreamerError
 from streamer.kafka.clients import (
+    PartitionPauses,
+    broker_answers,
     ensure_state_topic,
     ensure_topics,
     make_consumer,
     make_producer,
     make_reader,
     partition_count,
+    reset_positions,
 )
 from streamer.kafka.publisher import Publisher
-from streamer.metrics import Metrics
-from streamer.scoring.batcher import MicroBatcher
+from streamer.metrics import PAUSE_REASONS, Metrics
+from streamer.scoring.batcher import Backpressure, MicroBatcher
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
 from streamer.state.manager import StateManager, release_partitions
 
@@ -69,6 +110,8 @@ log = logging.getLogger(__name__)
 # How often to commit finished offsets: often enough that a restart replays
 # little, rarely enough not to load the group coordinator.
 COMMIT_INTERVAL_S = 1.0
+# Consecutive failing watchdog ticks before a daemon that is not live stops.
+LIVENESS_FAILED_TICKS = 2
 # Watchdog period for event-loop lag and the liveness heartbeat.
 WATCHDOG_INTERVAL_S = 0.5
 # A revoke runs inside the rebalance callback; finishing queued work must stay
@@ -78,8 +121,26 @@ REVOKE_DRAIN_FRACTION = 0.5
 # finished offset (the revoke drain timed out): never equal to a committed
 # offset, so the partition is restored rather than resumed as it is.
 _UNKNOWN_POSITION = -2
+# Of the shutdown budget (runtime.shutdown_timeout_s), the share spent
+# finishing queued work; the rest is kept for the snapshot, the commit and
+# closing the clients, so the whole shutdown fits the budget.
+DRAIN_FRACTION = 0.6
+# No shutdown step gets less than this, even when the budget is spent: a
+# last commit attempt is worth a small overrun.
+MIN_STEP_S = 0.5
+# A position beyond the high watermark must persist this long before it is
+# taken as out of range: right after a leader change the new leader's high
+# watermark may briefly lag the old one's.
+BEYOND_END_CONFIRM_S = 5.0
+# Why partitions are paused (see PartitionPauses).
+RESTORE = "restore"
+BACKPRESSURE = "backpressure"
+# Why a position was reset (labels of streamer_offset_resets_total).
+OUT_OF_RANGE = "out_of_range"
+NO_COMMITTED_OFFSET = "no_committed_offset"
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -115,14 +176,18 @@ class Daemon:
             max_message_bytes=readings.max_message_bytes,
             max_future_ms=readings.max_future_ms,
         )
-        self.health = Health(stall_after_s=max(10.0, config.kafka.session_timeout_ms / 1000.0))
+        self.health = Health(stall_after_s=max(10.0, config.kafka.session_timeout_ms / 1000.0),
+                             unreachable_after_s=config.kafka.unreachable_timeout_s,
+                             commit_stall_after_s=config.runtime.commit_stall_timeout_s)
         self.batcher: MicroBatcher[Fetched] = MicroBatcher(
             max_batch=config.batching.max_batch,
             max_wait_ms=config.batching.max_wait_ms,
             queue_size=config.batching.queue_size,
         )
+        high, low = config.batching.pause_marks()
+        self.backpressure = Backpressure(high=high, low=low)
         # One scoring thread: the pipeline's state is not shared between threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamer-score")
+        self._executor = ScoringThread("streamer-score")
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -130,7 +195,13 @@ class Daemon:
         self._committed: dict[TopicPartition, int] = {}
         self._commit_lock = asyncio.Lock()
         self._consumer: Any = None
+        self._pauses: PartitionPauses | None = None
         self._producer: Any = None
+        # Next offset after the last record fetched, per active partition: a
+        # commit position behind it means records are waiting (commit stall check).
+        self._fetched: dict[TopicPartition, int] = {}
+        self._beyond_end_since: dict[TopicPartition, float] = {}
+        self._shutdown_deadline: float | None = None
         self._publisher: Publisher | None = None
         self.state: StateManager | None = None
         # Held while a batch is scored, published and marked done: a snapshot
@@ -166,6 +237,7 @@ class Daemon:
         kafka = config.kafka
         try:
             await ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
+            self.health.contact()
             self._producer = make_producer(kafka)
             await self._producer.start()
             self._publisher = Publisher(self._producer, kafka.alert_topic, kafka.dead_letter_topic)
@@ -178,8 +250,11 @@ class Daemon:
                          kafka.state_topic_name(), self.state.schema.row_bytes,
                          self.state.schema.fingerprint)
             self._consumer = make_consumer(kafka, max_records=config.batching.max_batch)
-            self._consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
+            self._pauses = PartitionPauses(self._consumer)
+            # Subscribe after start: start() would otherwise wait for the first
+            # assignment, unwatched, for as long as the group cannot be joined.
             await self._consumer.start()
+            self._consumer.subscribe([kafka.input_topic], listener=_Rebalance(self))
             log.info("consuming %s as group %s from %s", kafka.input_topic, kafka.group_id,
                      kafka.bootstrap_servers)
             await self._serve()
@@ -192,54 +267,73 @@ class Daemon:
         return self.exit_code
 
     async def _serve(self) -> None:
+        # The liveness clocks start now: joining the group is not a stall.
+        self.health.contact()
+        self.health.progressed()
         fetch = asyncio.create_task(self._fetch_loop(), name="fetch")
         score = asyncio.create_task(self._score_loop(), name="score")
+        # Ends the daemon (with an error) once it is no longer live.
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         helpers = [
-            asyncio.create_task(self._watchdog(), name="watchdog"),
             asyncio.create_task(self._commit_loop(), name="commit"),
             asyncio.create_task(self._gauge_loop(), name="gauges"),
+            asyncio.create_task(self._probe_loop(), name="broker-probe"),
         ]
         if self.state is not None:
             helpers.append(asyncio.create_task(self._snapshot_loop(), name="snapshots"))
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
-            done, _ = await asyncio.wait({fetch, score, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({fetch, score, watchdog, stop}, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stop}:
                 task.result()  # a loop that ended on its own failed: raise its error
             # Graceful drain: stop fetching, score what is queued, commit.
-            deadline = self.config.runtime.shutdown_timeout_s
+            budget = self.config.runtime.shutdown_timeout_s
+            self._shutdown_deadline = time.monotonic() + budget
             fetch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fetch
             await self._cancel_takeover()
             await self.batcher.close()
             try:
-                await asyncio.wait_for(score, deadline)
+                await asyncio.wait_for(score, budget * DRAIN_FRACTION)
             except TimeoutError:
                 log.error(  # noqa: TRY400  # a timeout's traceback says nothing
-                    "drain did not finish within %.1fs; uncommitted work will be replayed", deadline)
+                    "drain did not finish within %.1fs; uncommitted work will be replayed",
+                    budget * DRAIN_FRACTION)
                 self.exit_code = 1
             else:
                 # aiokafka calls no revoke listener on stop: hand the state over here.
-                await self.snapshot(list(self._active))
+                await self._bounded(self.snapshot(list(self._active)), "final snapshot")
         finally:
+            if self._shutdown_deadline is None:  # failed: the budget starts now
+                self._shutdown_deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
             await self._cancel_takeover()
-            for task in (fetch, score, stop, *helpers):
+            for task in (fetch, score, watchdog, stop, *helpers):
                 task.cancel()
-            await asyncio.gather(fetch, score, stop, *helpers, return_exceptions=True)
+            await asyncio.gather(fetch, score, watchdog, stop, *helpers, return_exceptions=True)
             # Only finished work is ever marked done, so committing it is
             # right even when a loop failed: less to replay for the next owner.
-            await self.commit()
+            await self._bounded(self.commit(), "final commit")
+
+    async def _bounded(self, step: Awaitable[Any], what: str) -> None:
+        """Await a shutdown step within what is left of the shutdown budget (brokers may be gone)."""
+        deadline = self._shutdown_deadline
+        left = MIN_STEP_S if deadline is None else max(MIN_STEP_S, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(step, left)
+        except TimeoutError:
+            log.warning("%s did not finish within %.1fs; skipped", what, left)
+            self.exit_code = 1
 
     async def _close(self) -> None:
         self.health.ready = False
         self.metrics.ready.set(0)
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await self._consumer.stop()
+                await self._bounded(self._consumer.stop(), "stopping the consumer")
         if self._producer is not None:
             with contextlib.suppress(Exception):
-                await self._producer.stop()
+                await self._bounded(self._producer.stop(), "stopping the producer")
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             self.http.stop()
@@ -250,7 +344,14 @@ class Daemon:
         consumer = self._consumer
         max_records = self.config.batching.max_batch
         while True:
-            fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
+            try:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
+            except OffsetOutOfRangeError as exc:
+                await self._reset_offsets(_offsets_of(exc), OUT_OF_RANGE)
+                continue
+            except NoOffsetForPartitionError as exc:
+                await self._reset_offsets(_offsets_of(exc), NO_COMMITTED_OFFSET)
+                continue
             records: list[Record] = [r for batch in fetched.values() for r in batch]
             if not records:
                 continue
@@ -261,12 +362,55 @@ class Daemon:
             # One partition number per record, from the per-partition lists (no per-record work).
             partitions = np.repeat(np.array([tp.partition for tp in fetched], dtype=np.int32),
                                    [len(batch) for batch in fetched.values()])
+            self._fetched.update(ends)
             await self.batcher.put(Fetched(records, decoded, ends, partitions))
             self.metrics.queue_depth.set(self.batcher.qsize())
+            self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        """Pause every partition above the high mark, resume at the low mark."""
+        queued = self.batcher.readings()
+        self.metrics.queue_readings.set(queued)
+        change = self.backpressure.update(queued, full=self.batcher.full())
+        if change is None or self._pauses is None:
+            return
+        if change:
+            self._pauses.pause_all(BACKPRESSURE)
+            self.metrics.backpressure_pauses.inc()
+            log.debug("backpressure: %d readings queued; partitions paused", queued)
+        else:
+            self._pauses.resume_all(BACKPRESSURE)
+            log.debug("backpressure: %d readings queued; partitions resumed", queued)
+        self._report_pauses()
+
+    def _report_pauses(self) -> None:
+        if self._pauses is not None:
+            for reason in PAUSE_REASONS:
+                self.metrics.partitions_paused.labels(reason).set(self._pauses.count(reason))
+
+    async def _reset_offsets(self, partitions: Mapping[TopicPartition, int | None], reason: str) -> None:
+        """Move ``partitions`` to ``kafka.auto_offset_reset``, then count and log each move."""
+        policy = self.config.kafka.auto_offset_reset
+        try:
+            moved = await reset_positions(self._consumer, list(partitions), policy)
+        except KafkaError as exc:
+            # The consumer raises the same error again on the next fetch: retried then.
+            log.warning("resetting partitions %s to %s failed (%s); will retry",
+                        sorted(tp.partition for tp in partitions), policy, exc)
+            return
+        for tp, position in moved.items():
+            self.metrics.offset_resets.labels(reason).inc()
+            if reason == OUT_OF_RANGE:
+                log.warning("partition %d: offset %s is out of range; reset to the %s offset %d "
+                            "(kafka.auto_offset_reset)", tp.partition, partitions[tp], policy, position)
+            else:
+                log.info("partition %d: the group has no committed offset; starting at the %s offset %d",
+                         tp.partition, policy, position)
 
     async def _score_loop(self) -> None:
         while True:
             items = await self.batcher.next_batch()
+            self._apply_backpressure()
             if not items:
                 return
             self._idle.clear()
@@ -363,6 +507,46 @@ class Daemon:
         while True:
             await asyncio.sleep(COMMIT_INTERVAL_S)
             await self.commit()
+            if not self._waiting():
+                self.health.progressed()
+            await self._check_beyond_end()
+
+    def _waiting(self) -> bool:
+        """Whether fetched records of an active partition wait for their offsets to be committed."""
+        return any(self._fetched[tp] != self._committed.get(tp) for tp in self._active if tp in self._fetched)
+
+    async def _check_beyond_end(self) -> None:
+        """Reset active partitions whose position stays beyond the high watermark.
+
+        Kafka answers a fetch beyond the log end with OFFSET_OUT_OF_RANGE;
+        some Kafka-protocol brokers (Tansu) answer it with no records, which
+        would leave the partition stalled for good.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now = time.monotonic()
+        paused = consumer.paused()
+        for tp in list(self._active):
+            highwater = consumer.highwater(tp) if tp in consumer.assignment() else None
+            position = await self._position(tp) if highwater is not None and tp not in paused else None
+            if highwater is None or position is None or position <= highwater:
+                self._beyond_end_since.pop(tp, None)
+                continue
+            since = self._beyond_end_since.setdefault(tp, now)
+            if now - since >= BEYOND_END_CONFIRM_S:
+                del self._beyond_end_since[tp]
+                log.warning("partition %d: position %d is beyond the high watermark %d",
+                            tp.partition, position, highwater)
+                await self._reset_offsets({tp: position}, OUT_OF_RANGE)
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        """The consumer's position of ``tp``, if it has a valid one now."""
+        try:
+            position: int = await asyncio.wait_for(self._consumer.position(tp), 0.2)
+        except (KafkaError, TimeoutError):
+            return None
+        return position
 
     async def commit(self, partitions: Sequence[TopicPartition] | None = None) -> None:
         """Commit finished offsets (of ``partitions``, or all) that moved since the last commit."""
@@ -380,6 +564,7 @@ class Daemon:
                 log.warning("commit failed (%s); will retry", exc)
                 return
             self._committed.update(offsets)
+            self.health.progressed()
             self.metrics.commits.labels("ok").inc()
             self.metrics.last_commit.set(time.time())
 
@@ -423,12 +608,39 @@ class Daemon:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def _watchdog(self) -> None:
+        """Beat the liveness heartbeat; raise once the daemon is not live (it then exits non-zero)."""
         loop = asyncio.get_running_loop()
+        failing = 0
         while True:
             expected = loop.time() + WATCHDOG_INTERVAL_S
             await asyncio.sleep(WATCHDOG_INTERVAL_S)
             self.metrics.loop_lag.set(max(0.0, loop.time() - expected))
             self.health.beat()
+            live, why = self.health.live()
+            failing = 0 if live else failing + 1
+            # /healthz has failed since the condition arose. Stop on the second
+            # failing tick, not the first, so a probe (the kubelet, systemd's
+            # timer) has at least one watchdog interval to see the failure;
+            # then stop rather than hold partitions as a zombie.
+            if failing >= LIVENESS_FAILED_TICKS:
+                raise StreamerError(f"not live: {why}")
+
+    async def _probe_loop(self) -> None:
+        """Ask the brokers a small question every few seconds; each answer counts as contact.
+
+        The probe asks the leader of input partition 0 for its log start
+        offset (a ListOffsets request): cheap, and answered only by a broker
+        that serves the input topic.
+        """
+        kafka = self.config.kafka
+        interval = min(5.0, max(0.25, kafka.unreachable_timeout_s / 6))
+        timeout = max(1.0, kafka.unreachable_timeout_s / 3)
+        tp = TopicPartition(kafka.input_topic, 0)
+        while True:
+            if await broker_answers(self._consumer, tp, timeout):
+                self.health.contact()
+                self.metrics.broker_contact.set(time.time())
+            await asyncio.sleep(interval)
 
     async def _gauge_loop(self) -> None:
         warmup = self.pipeline.warmup
@@ -476,6 +688,8 @@ class Daemon:
             await self.snapshot(revoked)
         await self.commit(list(revoked))
         self.metrics.forget_partitions(tp.partition for tp in revoked)
+        if self._pauses is not None:
+            self._pauses.forget(revoked)
         restoring: list[int] = []
         for tp in revoked:
             if tp in self._active:
@@ -485,6 +699,8 @@ class Daemon:
             self._active.discard(tp)
             self._done.pop(tp, None)
             self._committed.pop(tp, None)
+            self._fetched.pop(tp, None)
+            self._beyond_end_since.pop(tp, None)
         if restoring:
             await self._on_scorer(lambda: release_partitions(self.pipeline, restoring))
 
@@ -493,10 +709,11 @@ class Daemon:
         self.metrics.rebalances.inc()
         self.metrics.assigned.set(len(assigned))
         log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
-        if self._consumer is not None and assigned:
+        if self._pauses is not None and assigned:
             # Synchronously, before the callback yields: no record of these
             # partitions can be fetched before their state is in place.
-            self._consumer.pause(*assigned)
+            self._pauses.pause(assigned, RESTORE)
+            self._report_pauses()
         self._takeover = asyncio.create_task(self._take_over(set(assigned)), name="takeover")
         if not self._stop.is_set():
             self.health.ready = True
@@ -559,7 +776,10 @@ class Daemon:
         if committed is not None:
             self._done[tp] = committed
             self._committed[tp] = committed
-        self._consumer.resume(tp)
+        if self._pauses is not None:
+            # Still paused while backpressure holds every partition.
+            self._pauses.resume([tp], RESTORE)
+            self._report_pauses()
 
     async def _cancel_takeover(self) -> None:
         task, self._takeover = self._takeover, None
@@ -608,3 +828,72 @@ def _combine(
     partitions = (items[0].partitions if len(items) == 1
                   else np.concatenate([item.partitions for item in items]))
     return records, ReadingBatch.concat(batches, channels), letters, partitions
+
+
+def _offsets_of(exc: KafkaError) -> dict[TopicPartition, int | None]:
+    """The partitions (and fetch offsets, where known) an aiokafka position error names.
+
+    ``OffsetOutOfRangeError`` carries ``{partition: fetch offset}``;
+    ``NoOffsetForPartitionError`` carries the partition.
+    """
+    out: dict[TopicPartition, int | None] = {}
+    for arg in exc.args:
+        if isinstance(arg, TopicPartition):
+            out[arg] = None
+        elif isinstance(arg, Mapping):
+            out.update((tp, offset) for tp, offset in arg.items() if isinstance(tp, TopicPartition))
+    return out
+
+
+class ScoringThread(Executor):
+    """A single-thread executor whose thread is a daemon thread.
+
+    ``ThreadPoolExecutor`` joins its threads when the interpreter exits, so
+    a scorer wedged inside a model call would keep the process alive after
+    the daemon gave up on it: the zombie the commit-stall check exists to
+    end. Jobs run one at a time, in submission order.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on the thread; its future."""
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule work after shutdown")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
+                self._thread.start()
+            self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001  # handed to the awaiting caller, as ThreadPoolExecutor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; optionally cancel what has not started and wait for the thread."""
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                with contextlib.suppress(queue.Empty):
+                    while (job := self._jobs.get_nowait()) is not None:
+                        job[0].cancel()
+            self._jobs.put(None)
+            thread = self._thread
+        if wait and thread is not None:
+            thread.join()

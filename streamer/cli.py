@@ -19,6 +19,7 @@ from rich.table import Table
 
 from streamer import __version__
 from streamer.bench.command import add_bench_parser
+from streamer.chaos.command import add_chaos_parser
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.evaluation.command import add_evaluate_parser
@@ -98,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_parsers(sub, common)
     _export_parser(sub, common)
     add_bench_parser(sub, common)
+    add_chaos_parser(sub, common)
     add_evaluate_parser(sub, common)
     return parser
 

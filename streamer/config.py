@@ -103,6 +103,10 @@ class KafkaConfig(_Section, frozen=True):
     # aiokafka sends; turn it off for those and keep acks=all.
     idempotent_producer: bool = True
     producer_linger_ms: NonNegativeInt = 0
+    # Brokers unanswered for this long fail /healthz and stop the daemon with
+    # a non-zero exit, so the orchestrator restarts it instead of it idling
+    # as a zombie that holds no partitions and makes no progress.
+    unreachable_timeout_s: PositiveFloat = 60.0
     create_topics: bool = True
     topic_partitions: PositiveInt = 6
     replication_factor: PositiveInt = 1
@@ -163,8 +167,36 @@ class BatchingConfig(_Section, frozen=True):
 
     max_batch: PositiveInt = 4096
     max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    # Fetched batches waiting to be scored; fetching pauses when it is full.
+    # Fetched batches waiting to be scored; the fetch loop waits when it is full.
     queue_size: PositiveInt = 16
+    # Backpressure in queued readings: every assigned partition is paused once
+    # this many readings wait to be scored, and resumed at pause_low or fewer.
+    # Unset: half the queue's capacity (queue_size * max_batch / 2) and half
+    # of pause_high. Pausing (rather than blocking on a full queue) keeps the
+    # consumer polling, so a slow scorer never exceeds max_poll_interval_ms.
+    pause_high: PositiveInt | None = None
+    pause_low: NonNegativeInt | None = None
+
+    def __post_init__(self) -> None:
+        high, low = self.pause_marks()
+        capacity = self.queue_size * self.max_batch
+        if high > capacity:
+            raise ValueError(f"pause_high must be at most queue_size * max_batch ({capacity}), got {high}")
+        if low >= high:
+            raise ValueError(f"pause_low must be below pause_high ({high}), got {low}")
+
+    def pause_marks(self) -> tuple[int, int]:
+        """The effective (high, low) backpressure marks in readings.
+
+        >>> BatchingConfig(max_batch=100, queue_size=8).pause_marks()
+        (400, 200)
+        >>> BatchingConfig(max_batch=100, queue_size=8, pause_high=300).pause_marks()
+        (300, 150)
+        """
+        half_queue = max(1, self.queue_size * self.max_batch // 2)
+        high = self.pause_high if self.pause_high is not None else half_queue
+        low = self.pause_low if self.pause_low is not None else high // 2
+        return high, low
 
 
 class BaselineConfig(_Section, frozen=True):
@@ -253,11 +285,6 @@ class LikelihoodConfig(_Section, frozen=True):
     threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.9999
     # Floor of the long-run standard deviation of the averaged raw score.
     min_std: PositiveFloat = 1e-4
-    # Range novelty: a reading beyond the device's all-time [min, max] by more
-    # than this fraction of max - min scores 1.0 and is flagged, whatever its
-    # residual (catches jumps to never-seen levels that a one-step forecaster
-    # absorbs after one reading). null turns it off.
-    range_margin: Annotated[float, msgspec.Meta(ge=0)] | None = 0.02
 
 
 class ThresholdsConfig(_Section, frozen=True):
@@ -276,6 +303,22 @@ class ThresholdsConfig(_Section, frozen=True):
     warmup: NonNegativeInt = 40
     # zscore: standard deviation floor, so a perfectly flat signal does not alert on jitter.
     min_std: Annotated[float, msgspec.Meta(ge=0)] = 1e-6
+    # zscore: a second floor on the residual's standard deviation, as a share of
+    # the device's observed range (max - min): a signal that is flat for a while
+    # must not turn its next small step into an enormous z.
+    min_std_fraction: Annotated[float, msgspec.Meta(ge=0)] = 0.01
+    # Range novelty, for every method: a reading beyond the device's recent
+    # [min, max] by more than this share of max - min scores 1.0 and is flagged,
+    # whatever its residual (catches jumps to never-seen levels that a one-step
+    # forecaster absorbs after one reading). null turns it off: on the simulated
+    # fleet (slow drifts and cycles longer than a young range) it raises false
+    # alerts; on NAB, 0.02 is worth ~35 points (see README, Evaluation).
+    range_margin: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    # Readings the range covers: an extreme is forgotten after between half of
+    # this and this many readings (8640 = 30 days at 5 minutes). null: all-time.
+    range_horizon: Annotated[int, msgspec.Meta(ge=2)] | None = 8640
+    # Readings a device must have shown before a reading can be novel.
+    range_min_readings: NonNegativeInt = 100
     dynamic: DynamicThresholdConfig = msgspec.field(default_factory=DynamicThresholdConfig)
     likelihood: LikelihoodConfig = msgspec.field(default_factory=LikelihoodConfig)
 
@@ -329,6 +372,10 @@ class RuntimeConfig(_Section, frozen=True):
     """Process lifecycle."""
 
     shutdown_timeout_s: PositiveFloat = 15.0
+    # Records waiting while the committed offsets have not advanced for this
+    # long (a wedged scorer, commits that keep failing) fail /healthz and stop
+    # the daemon with a non-zero exit, so its partitions go to a live member.
+    commit_stall_timeout_s: PositiveFloat = 300.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

@@ -27,26 +27,49 @@ StartResponse = Callable[..., Any]
 class Health:
     """Liveness and readiness, updated by the daemon, read by the probes.
 
-    Live while the event loop keeps beating and no fatal error was recorded.
-    Ready while live, consuming, and not shutting down.
+    Live while the event loop keeps beating, no fatal error was recorded,
+    the brokers answered within ``unreachable_after_s`` and the committed
+    offsets advanced (or nothing was waiting) within ``commit_stall_after_s``
+    (``None`` turns either check off). Ready while live, consuming, and not
+    shutting down. The daemon stops itself once it is not live, so these
+    are also the conditions under which it exits non-zero.
     """
 
     stall_after_s: float = 30.0
+    unreachable_after_s: float | None = None
+    commit_stall_after_s: float | None = None
     ready: bool = False
     fatal: str | None = None
     last_beat: float = field(default_factory=time.monotonic)
+    last_contact: float = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
 
     def beat(self) -> None:
         """Called by the event loop's watchdog task."""
         self.last_beat = time.monotonic()
 
+    def contact(self) -> None:
+        """The brokers answered."""
+        self.last_contact = time.monotonic()
+
+    def progressed(self) -> None:
+        """Offsets were committed, or no record was waiting for a commit."""
+        self.last_progress = time.monotonic()
+
     def live(self) -> tuple[bool, str]:
         """Whether the process should be left running, and why not."""
         if self.fatal is not None:
             return False, f"fatal: {self.fatal}"
-        stalled = time.monotonic() - self.last_beat
+        now = time.monotonic()
+        stalled = now - self.last_beat
         if stalled > self.stall_after_s:
             return False, f"event loop stalled for {stalled:.1f}s"
+        silent = now - self.last_contact
+        if self.unreachable_after_s is not None and silent > self.unreachable_after_s:
+            return False, f"brokers unreachable for {silent:.1f}s"
+        stuck = now - self.last_progress
+        if self.commit_stall_after_s is not None and stuck > self.commit_stall_after_s:
+            return False, f"no offset committed for {stuck:.1f}s while records were waiting"
         return True, "ok"
 
     def is_ready(self) -> tuple[bool, str]:

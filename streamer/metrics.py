@@ -33,6 +33,13 @@ BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 655
 RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # How a device's snapshot was treated on assignment (bounded label values).
 RESTORE_OUTCOMES = ("restored", "stale", "mismatch")
+# Why input partitions are paused (bounded label values): their state is
+# being restored, or the scoring queue is above batching.pause_high.
+PAUSE_REASONS = ("restore", "backpressure")
+# Why a partition's fetch position was reset to kafka.auto_offset_reset:
+# out_of_range (the committed offset is no longer, or not yet, in the log),
+# no_committed_offset (the group never committed there: a normal first start).
+OFFSET_RESET_REASONS = ("out_of_range", "no_committed_offset")
 
 
 class BulkHistogram(Collector):
@@ -170,6 +177,27 @@ class Metrics:
                               "How late the event loop ran a timer it was asked to run.", registry=r)
         self.queue_depth = Gauge("streamer_queue_batches", "Fetched batches waiting to be scored.",
                                  registry=r)
+        self.queue_readings = Gauge("streamer_queue_readings",
+                                    "Fetched readings waiting to be scored (backpressure acts on this).",
+                                    registry=r)
+        self.partitions_paused = Gauge(
+            "streamer_partitions_paused",
+            "Assigned input partitions not being fetched, by reason (a partition may have both).",
+            ["reason"], registry=r)
+        for reason in PAUSE_REASONS:
+            self.partitions_paused.labels(reason)
+        self.backpressure_pauses = Counter(
+            "streamer_backpressure_pauses",
+            "Times every partition was paused because batching.pause_high readings were queued.",
+            registry=r)
+        self.offset_resets = Counter(
+            "streamer_offset_resets",
+            "Partition positions reset to kafka.auto_offset_reset, by reason.", ["reason"], registry=r)
+        for reason in OFFSET_RESET_REASONS:
+            self.offset_resets.labels(reason)
+        self.broker_contact = Gauge(
+            "streamer_broker_last_contact_timestamp_seconds",
+            "Wall-clock time the brokers last answered the daemon's probe.", registry=r)
         self.ready = Gauge("streamer_ready", "1 when the daemon is consuming and scoring.", registry=r)
         self.state_snapshots = Counter("streamer_state_snapshots",
                                        "Device snapshots acknowledged by the state topic.", registry=r)

@@ -45,6 +45,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
         yield running
 
 
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own, for faults that must not touch the shared one (pausing, killing it)."""
+    with EmbeddedBroker(log_path=tmp_path / "tansu-private.log") as running:
+        yield running
+
+
 @dataclass(frozen=True)
 class KafkaNames:
     """Fresh topic and group names for one scenario."""

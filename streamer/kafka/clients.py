@@ -1,12 +1,25 @@
-"""Build aiokafka clients from the config, and make sure topics exist."""
+"""Build aiokafka clients from the config, make sure topics exist, and steer the consumer.
+
+The steering helpers keep two aiokafka behaviours explicit:
+
+- pausing: aiokafka keeps one paused flag per partition, but the daemon
+  pauses for two independent reasons (a partition's state is being restored;
+  the scoring queue is full). :class:`PartitionPauses` tracks the reasons and
+  resumes a partition only once none is left.
+- offset resets: with ``auto_offset_reset`` set, aiokafka resets an
+  out-of-range position silently. The group consumer is built with ``none``
+  instead, so the error reaches the daemon, which resets with
+  :func:`reset_positions` to the configured end, counts and logs it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Literal, Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -38,12 +51,18 @@ def connection_kwargs(config: KafkaConfig) -> dict[str, Any]:
 
 
 def make_consumer(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
-    """A group consumer with manual commits (offsets follow finished work only)."""
+    """A group consumer with manual commits (offsets follow finished work only).
+
+    Its ``auto_offset_reset`` is ``none``: a partition without a committed
+    offset or with one out of range raises from ``getmany``, and the caller
+    resets it to ``config.auto_offset_reset`` with :func:`reset_positions`
+    (aiokafka would otherwise reset silently).
+    """
     return AIOKafkaConsumer(
         group_id=config.group_id,
         group_instance_id=config.group_instance_id,
         enable_auto_commit=False,
-        auto_offset_reset=config.auto_offset_reset,
+        auto_offset_reset="none",
         max_poll_records=min(config.max_poll_records, max_records),
         fetch_max_wait_ms=config.fetch_max_wait_ms,
         session_timeout_ms=config.session_timeout_ms,
@@ -160,3 +179,113 @@ async def partition_count(producer: AIOKafkaProducer, topic: str) -> int:
     if not partitions:
         raise TopicSetupError(topic, "has no partitions in the cluster metadata")
     return len(partitions)
+
+
+class PausableConsumer(Protocol):
+    """What :class:`PartitionPauses` needs of a consumer (AIOKafkaConsumer fits)."""
+
+    def assignment(self) -> set[Any]:
+        """The partitions assigned now."""
+        ...
+
+    def paused(self) -> set[Any]:
+        """The assigned partitions paused now."""
+        ...
+
+    def pause(self, *partitions: Any) -> None:
+        """Stop fetching ``partitions`` (their prefetched records are dropped)."""
+        ...
+
+    def resume(self, *partitions: Any) -> None:
+        """Fetch ``partitions`` again."""
+        ...
+
+
+class PartitionPauses:
+    """Pause reasons per partition; a partition is fetched only while it has none.
+
+    A reason is either held by single partitions (``pause``/``resume``) or by
+    the whole assignment (``pause_all``/``resume_all``, which also covers
+    partitions assigned later). The consumer is brought in line at once, so
+    a pause made inside a rebalance callback takes effect before any fetch.
+    """
+
+    def __init__(self, consumer: PausableConsumer) -> None:
+        self.consumer = consumer
+        self._partitions: dict[Any, set[str]] = {}
+        self._everywhere: set[str] = set()
+
+    def pause(self, partitions: Iterable[Any], reason: str) -> None:
+        """Pause ``partitions`` for ``reason``."""
+        for tp in partitions:
+            self._partitions.setdefault(tp, set()).add(reason)
+        self.apply()
+
+    def resume(self, partitions: Iterable[Any], reason: str) -> None:
+        """Drop ``reason`` from ``partitions``; those left without a reason are fetched again."""
+        for tp in partitions:
+            reasons = self._partitions.get(tp)
+            if reasons is not None:
+                reasons.discard(reason)
+                if not reasons:
+                    del self._partitions[tp]
+        self.apply()
+
+    def pause_all(self, reason: str) -> None:
+        """Pause every partition, now and later assigned, for ``reason``."""
+        self._everywhere.add(reason)
+        self.apply()
+
+    def resume_all(self, reason: str) -> None:
+        """Drop an assignment-wide ``reason``."""
+        self._everywhere.discard(reason)
+        self.apply()
+
+    def forget(self, partitions: Collection[Any]) -> None:
+        """Drop every reason of partitions that are no longer assigned."""
+        for tp in partitions:
+            self._partitions.pop(tp, None)
+
+    def reasons(self, tp: Any) -> set[str]:
+        """Why ``tp`` is paused (empty: it is fetched)."""
+        return self._partitions.get(tp, set()) | self._everywhere
+
+    def count(self, reason: str) -> int:
+        """Assigned partitions paused for ``reason``."""
+        return sum(1 for tp in self.consumer.assignment() if reason in self.reasons(tp))
+
+    def apply(self) -> None:
+        """Pause and resume the consumer's partitions to match the reasons."""
+        assigned = self.consumer.assignment()
+        wanted = {tp for tp in assigned if self.reasons(tp)}
+        paused = self.consumer.paused()
+        if to_pause := wanted - paused:
+            self.consumer.pause(*to_pause)
+        if to_resume := (paused & assigned) - wanted:
+            self.consumer.resume(*to_resume)
+
+
+async def reset_positions(consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition],
+                          policy: Literal["earliest", "latest"]) -> dict[TopicPartition, int]:
+    """Move ``partitions`` to their log start (``earliest``) or end (``latest``); returns the new positions.
+
+    Partitions no longer assigned are skipped.
+    """
+    assigned = [tp for tp in partitions if tp in consumer.assignment()]
+    if not assigned:
+        return {}
+    if policy == "earliest":
+        await consumer.seek_to_beginning(*assigned)
+    else:
+        await consumer.seek_to_end(*assigned)
+    return {tp: await consumer.position(tp) for tp in assigned}
+
+
+async def broker_answers(consumer: AIOKafkaConsumer, tp: TopicPartition, timeout_s: float) -> bool:
+    """Whether the leader of ``tp`` answers a small request (its log start offset) within ``timeout_s``."""
+    try:
+        await asyncio.wait_for(consumer.beginning_offsets([tp]), timeout_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        log.debug("broker probe failed: %r", exc)
+        return False
+    return True

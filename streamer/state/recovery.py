@@ -144,13 +144,20 @@ async def fetch_range(reader: Reader, tp: Any, start: int, end: int, *, deadline
     """
     reader.assign([tp])
     reader.seek(tp, start)
-    while await reader.position(tp) < end:
+    while (position := await reader.position(tp)) < end:
         if time.monotonic() > deadline:
             raise TimeoutError(f"replaying {tp} did not reach offset {end} in time")
         batches = await reader.getmany(tp, timeout_ms=200, max_records=max_records)
         records = [r for r in batches.get(tp, []) if r.offset < end]
         if records:
             yield records
+            continue
+        # ``end`` (the committed offset) may lie beyond the log end, e.g. after
+        # the log was truncated: stop at the high watermark instead of waiting
+        # for records that will never come.
+        highwater = reader.highwater(tp)
+        if highwater is not None and position >= highwater:
+            return
 
 
 def replay_filter(batch: ReadingBatch, records: list[Record], stamps: dict[str, int]) -> ReadingBatch:

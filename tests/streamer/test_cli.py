@@ -8,7 +8,7 @@ import pytest
 
 from streamer.cli import main
 
-SUBCOMMANDS = ("run", "simulate", "demo", "train", "export", "bench")
+SUBCOMMANDS = ("run", "simulate", "demo", "train", "model", "export", "bench", "evaluate", "chaos")
 
 
 def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

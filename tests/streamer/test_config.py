@@ -233,3 +233,31 @@ def test_repository_config_yaml_matches_built_in_defaults() -> None:
     documented = REPO_ROOT / "config.yaml"
     assert documented.is_file(), f"{documented} should document the defaults"
     assert load_config(documented, environ={}) == load_config(None, environ={})
+
+
+def test_pause_marks_default_to_half_the_queue_and_half_again() -> None:
+    config = load_config(None, environ={"STREAMER__BATCHING__MAX_BATCH": "100",
+                                        "STREAMER__BATCHING__QUEUE_SIZE": "8"})
+    assert config.batching.pause_marks() == (400, 200)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("batching:\n  pause_high: 100\n  pause_low: 100\n", "pause_low must be below pause_high (100), got 100"),
+    ("batching:\n  max_batch: 10\n  queue_size: 4\n  pause_high: 41\n",
+     "pause_high must be at most queue_size * max_batch (40), got 41"),
+])
+def test_pause_marks_out_of_order_fail_at_load(tmp_path: Path, text: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key_path == "batching"
+    assert reason in info.value.reason
+
+
+def test_liveness_timeouts_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "kafka:\n  unreachable_timeout_s: 0\n"), environ={})
+    assert info.value.key_path == "kafka.unreachable_timeout_s"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "runtime:\n  commit_stall_timeout_s: -1\n"), environ={})
+    assert info.value.key_path == "runtime.commit_stall_timeout_s"

@@ -38,6 +38,32 @@ def test_stalled_event_loop_fails_liveness() -> None:
     assert health.is_ready() == (True, "ok")
 
 
+def test_brokers_silent_too_long_fail_liveness_until_they_answer() -> None:
+    health = Health(unreachable_after_s=60.0, ready=True)
+    health.last_contact = time.monotonic() - 50.0
+    assert health.live() == (True, "ok")
+    health.last_contact = time.monotonic() - 70.0
+    live, why = health.live()
+    assert not live and "brokers unreachable" in why
+    assert health.is_ready()[0] is False
+    health.contact()
+    assert health.live() == (True, "ok")
+
+
+def test_commits_stalled_too_long_fail_liveness_until_progress() -> None:
+    health = Health(commit_stall_after_s=300.0)
+    health.last_progress = time.monotonic() - 301.0
+    live, why = health.live()
+    assert not live and "no offset committed" in why
+    health.progressed()
+    assert health.live() == (True, "ok")
+
+
+def test_checks_without_a_limit_never_fail() -> None:
+    health = Health(last_contact=0.0, last_progress=0.0)
+    assert health.live() == (True, "ok")
+
+
 def test_old_last_beat_fails_liveness() -> None:
     health = Health(stall_after_s=5.0, last_beat=0.0)
     assert health.live()[0] is False

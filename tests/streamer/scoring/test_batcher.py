@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from streamer.scoring.batcher import MicroBatcher
+from streamer.scoring.batcher import Backpressure, MicroBatcher
 
 
 @dataclass(eq=False)  # compared by identity: which fetch came out, not what it holds
@@ -72,3 +72,47 @@ async def test_put_blocks_while_queue_is_full() -> None:
     assert len(await batcher.next_batch()) == 1
     await asyncio.wait_for(batcher.put(fetched(1)), timeout=5)
     assert batcher.qsize() == 2
+
+
+async def test_counts_queued_readings_and_their_peak() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=5, max_wait_ms=1, queue_size=10)
+    for n in (2, 3, 4):
+        await batcher.put(fetched(n))
+    assert batcher.readings() == 9
+    assert len(await batcher.next_batch()) == 2  # 2 + 3 reach max_batch
+    assert batcher.readings() == 4
+    await batcher.put(fetched(1))
+    assert batcher.readings() == 5
+    await batcher.next_batch()
+    assert batcher.readings() == 0
+    assert batcher.peak_readings == 9
+
+
+async def test_full_says_when_put_would_wait() -> None:
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=1, max_wait_ms=1, queue_size=2)
+    await batcher.put(fetched(1))
+    assert not batcher.full()
+    await batcher.put(fetched(1))
+    assert batcher.full()
+
+
+def test_backpressure_pauses_at_high_and_resumes_at_low_only() -> None:
+    gate = Backpressure(high=10, low=4)
+    assert [gate.update(q, full=False) for q in (0, 9, 10, 12, 5)] == [None, None, True, None, None]
+    assert gate.paused
+    assert gate.update(4, full=False) is False
+    assert not gate.paused
+    assert gate.update(9, full=False) is None  # below high again: stays running
+
+
+def test_backpressure_pauses_on_a_full_queue_and_waits_for_room() -> None:
+    gate = Backpressure(high=1000, low=10)
+    assert gate.update(3, full=True) is True
+    assert gate.update(3, full=True) is None  # below low but still full
+    assert gate.update(3, full=False) is False
+
+
+@pytest.mark.parametrize(("high", "low"), [(10, 10), (10, 12), (10, -1)])
+def test_backpressure_rejects_marks_out_of_order(high: int, low: int) -> None:
+    with pytest.raises(ValueError, match="low < high"):
+        Backpressure(high=high, low=low)

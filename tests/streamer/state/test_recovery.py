@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from streamer.codec import ReadingBatch
-from streamer.state.recovery import SnapshotSelector, replay_filter, replay_start, subset
+from streamer.state.recovery import SnapshotSelector, fetch_range, replay_filter, replay_start, subset
 from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot
 
 FINGERPRINT = "f" * 16
@@ -104,3 +106,53 @@ def test_replay_filter_keeps_the_batch_when_nothing_is_filtered() -> None:
 def test_replay_start_never_goes_below_zero() -> None:
     assert replay_start([], committed=10, max_replay=100) == 0
     assert replay_start([5], committed=10, max_replay=0) == 10
+
+
+class LogReader:
+    """A group-less reader over an in-memory partition log of ``length`` records."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.next = 0
+        self.fetched = False
+
+    def assign(self, partitions: list[Any]) -> None:
+        """Nothing to do: one partition."""
+
+    async def seek_to_beginning(self, *partitions: Any) -> bool:
+        self.next = 0
+        return True
+
+    def seek(self, partition: Any, offset: int) -> None:
+        self.next = offset
+
+    async def position(self, partition: Any) -> int:
+        return self.next
+
+    def highwater(self, partition: Any) -> int | None:
+        return self.length if self.fetched else None
+
+    async def getmany(self, *partitions: Any, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[Any, list[Any]]:
+        self.fetched = True
+        stop = min(self.length, self.next + (max_records or 1000))
+        records = [SimpleNamespace(offset=o) for o in range(self.next, stop)]
+        self.next = stop
+        return {partitions[0]: records} if records else {}
+
+
+async def collect(reader: LogReader, start: int, end: int) -> list[int]:
+    offsets: list[int] = []
+    async for records in fetch_range(reader, "tp", start, end, deadline=time.monotonic() + 5, max_records=4):
+        offsets.extend(r.offset for r in records)
+    return offsets
+
+
+async def test_fetch_range_stops_at_the_requested_end() -> None:
+    assert await collect(LogReader(20), 3, 11) == list(range(3, 11))
+
+
+async def test_fetch_range_stops_at_the_log_end_when_the_end_lies_beyond_it() -> None:
+    # A committed offset past the log end (a truncated log) must not stall the
+    # restore: without the high-watermark stop, the deadline raises TimeoutError.
+    assert await collect(LogReader(10), 5, 15) == list(range(5, 10))

@@ -37,7 +37,9 @@ def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zs
     base = load_config(None, environ={})
     replace = msgspec.structs.replace
     predictor = replace(base.predictor, kind=kind, lstm=replace(base.predictor.lstm, mode=mode))
-    thresholds = replace(base.thresholds, method=method, warmup=30,
+    # Range novelty on, so its per-device range is part of the state that must move
+    # (and the likelihood, which judges sustained departures, sees the lone spike).
+    thresholds = replace(base.thresholds, method=method, warmup=30, range_margin=0.02, range_min_readings=20,
                          likelihood=replace(base.thresholds.likelihood, history=200, learning_period=40,
                                             reestimation_period=10))
     return replace(base, predictor=predictor, thresholds=thresholds,
