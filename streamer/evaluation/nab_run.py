@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -113,5 +114,5 @@ def run_nab(args: argparse.Namespace, config: Config) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    print(nab_scoring.format_scoreboard(results))  # noqa: T201  # the command's output
+    sys.stdout.write(nab_scoring.format_scoreboard(results) + "\n")  # the command's output
     return 0
