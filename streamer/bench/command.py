@@ -1,4 +1,8 @@
-"""``streamer bench model``: the command-line side of :mod:`streamer.bench.model`."""
+"""``streamer bench``: the ``model`` benchmark's command line, and where every benchmark is registered.
+
+``pipeline`` lives in :mod:`streamer.bench.pipeline_command`, ``e2e`` and
+``scaleout`` in :mod:`streamer.bench.broker_commands`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from streamer.bench.broker_commands import add_broker_parsers
 from streamer.bench.model import (
     BACKENDS,
     FULL_SWEEP,
@@ -28,6 +33,7 @@ from streamer.bench.model import (
     plan,
     run_sweep,
 )
+from streamer.bench.pipeline_command import add_pipeline_parser
 from streamer.config import Config
 from streamer.errors import StreamerError
 
@@ -35,9 +41,11 @@ log = logging.getLogger("streamer.bench")
 
 
 def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    """Register ``bench`` and ``bench model`` on the top-level subparsers ``sub``."""
+    """Register ``bench`` and its benchmarks on the top-level subparsers ``sub``."""
     bench = sub.add_parser("bench", help="measure throughput and memory",
-                           description="Benchmarks. `streamer bench model --help` for the forecaster.")
+                           description="Benchmarks: `streamer bench BENCHMARK --help`. model: the forecaster "
+                                       "alone; pipeline: decode + scoring without Kafka; e2e: one daemon "
+                                       "against the broker; scaleout: several daemons in one group.")
     # The options live on each benchmark; main() still reads them.
     bench.set_defaults(command="bench", handler=lambda args, config: _help(bench), config=None,
                        log_level=None)
@@ -66,6 +74,8 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="cap numpy's BLAS threads in each worker (OPENBLAS_NUM_THREADS, "
                             "MKL_NUM_THREADS; default: as inherited, usually one per core)")
     model.set_defaults(command="bench-model", handler=cmd_bench_model)
+    add_pipeline_parser(bench_sub, common, _positive_int)
+    add_broker_parsers(bench_sub, common, _positive_int)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
