@@ -222,14 +222,37 @@ def stable_window(series: list[list[Sample]], partitions: int, *, done_share: fl
     return best
 
 
+def drain_span(totals: list[float]) -> tuple[int, int]:
+    """Samples that bracket the drain: the last before any progress, the first with all of it.
+
+    Cumulative counts sampled more coarsely than a small drain lasts must
+    still bracket it, or the rate over the span comes out as zero.
+
+    >>> drain_span([0, 0, 0, 600, 600, 600])
+    (2, 3)
+    >>> drain_span([0, 100, 400, 600, 600])
+    (0, 3)
+    >>> drain_span([5])
+    (0, 0)
+    """
+    if len(totals) < 2:
+        return 0, len(totals) - 1
+    start = max(k for k, total in enumerate(totals) if total == totals[0])
+    end = min(k for k, total in enumerate(totals) if total >= totals[-1])
+    if end <= start:  # no progress at all within the samples
+        return 0, len(totals) - 1
+    return start, end
+
+
 def summarise(drain: Drain, partitions: int) -> dict[str, Any]:
     """Rates and CPU per process and in total over the stable window (or the whole drain)."""
     series = drain.series
     window = stable_window(series, partitions)
+    if window is not None and all(h[window[1]].handled == h[window[0]].handled for h in series):
+        window = None  # stable but idle: the whole drain fell between two samples
     stable = window is not None
-    if window is None:  # e.g. one process drained everything before the others joined
-        moving = [k for k in range(len(series[0])) if sum(h[k].handled for h in series) > 0]
-        window = (moving[0], moving[-1]) if len(moving) >= 2 else (0, len(series[0]) - 1)
+    if window is None:  # e.g. a small backlog drained within a few samples
+        window = drain_span([sum(h[k].handled for h in series) for k in range(len(series[0]))])
     first, last = window
     seconds = series[0][last].at - series[0][first].at
     per_process = [round((h[last].handled - h[first].handled) / seconds, 1) if seconds > 0 else 0.0
