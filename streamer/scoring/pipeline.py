@@ -29,7 +29,7 @@ from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 AlertEvent = Literal["open", "update", "resolve"]

@@ -61,7 +61,7 @@ from scipy.ndimage import maximum_filter1d
 
 from streamer.config import DynamicThresholdConfig, ThresholdsConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]

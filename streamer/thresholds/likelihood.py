@@ -62,7 +62,7 @@ from scipy.special import erf, ndtr, ndtri
 
 from streamer.config import LikelihoodConfig, ThresholdsConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]

@@ -18,31 +18,19 @@ them means something.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 from scipy.special import log_ndtr
 
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
+from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
 _LOG2 = float(np.log(2.0))
-
-
-@dataclass(frozen=True)
-class ThresholdResult:
-    """Decision for each reading of one round (one row per slot)."""
-
-    score: Float64Array  # anomaly score in [0, 1], max over channels
-    anomalous: BoolArray  # the decision
-    channel: npt.NDArray[np.intp]  # channel with the highest score
-    smoothed: Float64Array  # smoothed residual of that channel
-    threshold: Float64Array  # the bound on the smoothed residual on that channel's side
 
 
 def tail_score(z: Float64Array) -> Float64Array:

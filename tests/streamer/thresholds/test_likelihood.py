@@ -16,7 +16,7 @@ from streamer.thresholds.likelihood import (
     raw_score,
     yellow_level,
 )
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 Array = npt.NDArray[np.float64]
 HISTORY = ("lik_hist", "lik_hist_count", "lik_hist_sum", "lik_hist_sumsq")

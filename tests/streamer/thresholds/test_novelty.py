@@ -3,7 +3,7 @@ import numpy as np
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.novelty import NOVEL_SCORE, RangeNovelty, apply_novelty, make_novelty
-from streamer.thresholds.zscore import ThresholdResult
+from streamer.thresholds.result import ThresholdResult
 
 
 def judge(novelty: RangeNovelty, values: list[float]) -> list[bool]:

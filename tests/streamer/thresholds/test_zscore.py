@@ -6,7 +6,8 @@ import pytest
 
 from streamer.config import ThresholdsConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.zscore import RollingZScore, ThresholdResult, tail_score
+from streamer.thresholds.result import ThresholdResult
+from streamer.thresholds.zscore import RollingZScore, tail_score
 
 STATE = ("thr_smoothed", "thr_mean", "thr_var", "thr_count")
 
