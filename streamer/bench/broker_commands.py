@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.table import Table
 from streamer.bench import e2e, scaleout
 from streamer.bench.runs import open_broker
 from streamer.config import Config
+from streamer.json_output import write_json
 
 
 def add_broker_parsers(bench_sub: Any, common: argparse.ArgumentParser, positive_int: Any) -> None:
@@ -84,8 +84,7 @@ def _workdir(path: Path | None) -> Iterator[Path]:
 def _write(console: Console, path: Path | None, record: dict[str, Any]) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json(path, record)
     console.print(f"written to {path}")
 
 

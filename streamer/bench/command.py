@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -36,6 +35,7 @@ from streamer.bench.model import (
 from streamer.bench.pipeline_command import add_pipeline_parser
 from streamer.config import Config
 from streamer.errors import StreamerError
+from streamer.json_output import write_json
 
 log = logging.getLogger("streamer.bench")
 
@@ -139,8 +139,7 @@ def cmd_bench_model(args: argparse.Namespace, config: Config) -> int:
     _print_records(console, records)
     _print_key_ratio(console, records)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, records)
         console.print(f"{len(records)} records written to {args.json}")
     if failures:
         console.print(f"{len(failures)} configuration(s) failed", style="red")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from streamer.bench.pipeline import (
     run_sweep,
 )
 from streamer.config import Config
+from streamer.json_output import write_json
 
 # The targets for the pipeline (2-core development machine).
 TARGET_READINGS_PER_S = 200_000
@@ -87,8 +87,7 @@ def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
     for line in target_lines(records):
         console.print(line)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, records)
         console.print(f"{len(records)} records written to {args.json}")
     if failures:
         console.print(f"{len(failures)} configuration(s) failed", style="red")

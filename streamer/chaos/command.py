@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from streamer.chaos.plan import FULL, QUICK
 from streamer.config import Config
+from streamer.json_output import write_json
 
 # Keys shown in the summary table, in order.
 SUMMARY_KEYS = ("kills", "terms", "outages", "readings", "hostile_records", "readings_accounted",
@@ -82,7 +82,6 @@ def cmd_chaos(args: argparse.Namespace, config: Config) -> int:
     for reason in result["reasons"]:
         console.print(f"  {reason}", style="red")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, result)
         console.print(f"result written to {args.json}")
     return 0 if result["verdict"] == "ALL-DELIVERED" else 1

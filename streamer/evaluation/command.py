@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.config import Config
+from streamer.json_output import write_json
 
 log = logging.getLogger("streamer.evaluate")
 
@@ -246,8 +246,7 @@ def cmd_nab(args: argparse.Namespace, config: Config) -> int:
 def _write_json(path: Path | None, document: Any) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_json(path, document)
     log.info("results written to %s", path)
 
 

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -34,6 +33,7 @@ from streamer.config import Config
 from streamer.evaluation import nab, nab_scoring
 from streamer.evaluation.command import BAD_INPUT, NAB_TRAINING, TrainingOptions, configured, train_bundle
 from streamer.evaluation.replay import Series, replay
+from streamer.json_output import write_json
 
 log = logging.getLogger("streamer.evaluate")
 
@@ -112,7 +112,6 @@ def run_nab(args: argparse.Namespace, config: Config) -> int:
     document = {**best, "seconds": round(time.monotonic() - started, 1), "results": str(out / "results"),
                 "detectors": documents}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, document)
     sys.stdout.write(nab_scoring.format_scoreboard(results) + "\n")  # the command's output
     return 0
