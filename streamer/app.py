@@ -2,8 +2,11 @@
 
 Data flow::
 
-    fetch loop ──(bounded queue)──▶ score loop ──▶ scoring thread ──▶ publish ──▶ offsets done
+    fetch loop ──(bounded queue)──▶ score loop ──▶ scorer ──────────▶ publish ──▶ offsets done
       getmany + decode              micro-batch      ScoringPipeline      wait for acks    commit loop
+
+The scorer is the event loop itself or a scoring thread (``runtime.scoring``):
+device state is only ever touched by that one thread.
 
 Delivery guarantees (at least once; duplicates removable by alert id):
 
@@ -33,9 +36,11 @@ reasons apart).
 No zombies: the daemon stops with exit code 1 (after failing ``/healthz``)
 when the brokers have not answered for ``kafka.unreachable_timeout_s``,
 or when records have waited ``runtime.commit_stall_timeout_s`` without a
-single commit advancing (a wedged scorer, commits that keep failing). The
+single commit advancing (a wedged scorer, commits that keep failing). A
 scoring thread is a daemon thread, so a scorer wedged in a model call does
-not keep the process alive after that.
+not keep the process alive after that; a scorer wedged on the event loop
+blocks the watchdog task too, so :class:`~streamer.loop_guard.LoopGuard`
+watches from its own thread and ends the process.
 
 Offset resets: a partition whose committed offset is out of range (below
 the log start after retention, or beyond the log end) is reset to
@@ -100,6 +105,7 @@ from streamer.kafka.clients import (
     reset_positions,
 )
 from streamer.kafka.publisher import Publisher
+from streamer.loop_guard import LoopGuard
 from streamer.metrics import PAUSE_REASONS, Metrics
 from streamer.scoring.batcher import Backpressure, MicroBatcher
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
@@ -186,8 +192,12 @@ class Daemon:
         )
         high, low = config.batching.pause_marks()
         self.backpressure = Backpressure(high=high, low=low)
-        # One scoring thread: the pipeline's state is not shared between threads.
-        self._executor = ScoringThread("streamer-score")
+        # Device state is only ever touched by one thread: the scoring thread
+        # when there is one (runtime.scoring), else the event loop's.
+        self._executor: ScoringThread | None = (
+            ScoringThread("streamer-score") if config.runtime.scores_on_thread(config.predictor) else None)
+        self._loop_guard = LoopGuard(self.health, interval_s=WATCHDOG_INTERVAL_S,
+                                     failed_ticks=LIVENESS_FAILED_TICKS)
         self._stop = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -226,6 +236,7 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         config = self.config
         log_effective_config(config)
+        log.info("scoring on %s", "a scoring thread" if self._executor is not None else "the event loop")
         self.metrics.batch_capacity.set(config.batching.max_batch)
         self.metrics.set_build(predictor=config.predictor.kind,
                                model_version=self.pipeline.predictor.version,
@@ -270,6 +281,7 @@ class Daemon:
         # The liveness clocks start now: joining the group is not a stall.
         self.health.contact()
         self.health.progressed()
+        self._loop_guard.start()
         fetch = asyncio.create_task(self._fetch_loop(), name="fetch")
         score = asyncio.create_task(self._score_loop(), name="score")
         # Ends the daemon (with an error) once it is no longer live.
@@ -334,7 +346,9 @@ class Daemon:
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._bounded(self._producer.stop(), "stopping the producer")
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loop_guard.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             self.http.stop()
         log.info("stopped (exit code %d)", self.exit_code)
@@ -427,11 +441,10 @@ class Daemon:
     async def _score_items(self, items: Sequence[Fetched]) -> None:
         if not items:
             return
-        loop = asyncio.get_running_loop()
         records, readings, letters, partitions = _combine(items, len(self.pipeline.channels))
         started = time.perf_counter()
         try:
-            result = await loop.run_in_executor(self._executor, self._score, readings, partitions)
+            result = await self._on_scorer(lambda: self._score(readings, partitions))
         except Exception as exc:
             # Nothing of this batch is committed; the next owner replays it.
             raise PipelineError(f"scoring failed: {exc}") from exc
@@ -447,7 +460,7 @@ class Daemon:
         self._mark_done(items)
 
     def _score(self, readings: ReadingBatch, partitions: npt.NDArray[np.int32]) -> ScoreResult:
-        """Score on the scoring thread; new devices remember the partition their reading came from."""
+        """Score on the scorer; new devices remember the partition their reading came from."""
         registry = self.pipeline.registry
         registry.incoming_partitions = partitions[readings.record_index]
         try:
@@ -604,8 +617,20 @@ class Daemon:
             log.warning("snapshot of %d devices not acknowledged (%s)", len(taken.values), exc)
 
     def _on_scorer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run ``fn`` on the scoring thread (the only thread that touches device state)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        """Run ``fn`` where device state lives: the scoring thread, or now on the event loop.
+
+        Without a scoring thread the returned future is already done (no
+        hand-off through the loop's self-pipe), so awaiting it does not yield.
+        """
+        loop = asyncio.get_running_loop()
+        if self._executor is not None:
+            return loop.run_in_executor(self._executor, fn)
+        future: asyncio.Future[T] = loop.create_future()
+        try:
+            future.set_result(fn())
+        except Exception as exc:  # noqa: BLE001  # handed to the awaiting caller, as an executor does
+            future.set_exception(exc)
+        return future
 
     async def _watchdog(self) -> None:
         """Beat the liveness heartbeat; raise once the daemon is not live (it then exits non-zero)."""

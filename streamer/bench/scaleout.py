@@ -57,8 +57,8 @@ STABLE_FOR_S = 1.5
 DONE_SHARE = 0.95
 # The machine counts as saturated when the processes together use this share of its cores.
 SATURATED_SHARE = 0.85
-# A daemon counts as held to one core at this share of a core (its event loop and its
-# scoring thread share one interpreter lock).
+# A daemon counts as held to one core at this share of a core (one interpreter lock:
+# its event loop, and its scoring thread where it has one).
 ONE_CORE_SHARE = 0.8
 
 

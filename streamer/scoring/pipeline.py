@@ -1,7 +1,8 @@
 """The scoring step: one micro-batch of readings in, decisions and alerts out.
 
-Runs off the event loop (in the daemon's single scoring thread) and is free
-of Kafka, so evaluation and benchmarks drive exactly the code the daemon runs.
+Runs on the daemon's scorer (the event loop or a scoring thread, never both:
+``runtime.scoring``) and is free of Kafka, so evaluation and benchmarks drive
+exactly the code the daemon runs.
 
 A batch may hold several readings of one device (a burst). Readings are
 grouped into *rounds*: round k holds the k-th reading of every device in the

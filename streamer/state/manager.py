@@ -2,7 +2,7 @@
 
 The daemon owns *when*; this module owns *how*:
 
-- :meth:`StateManager.take` (on the scoring thread, between batches) turns
+- :meth:`StateManager.take` (on the scorer, between batches) turns
   every changed device of the given partitions into a snapshot stamped with
   the offset its partition's state reflects;
 - :meth:`StateManager.write` sends them to the compacted state topic, the
@@ -14,7 +14,8 @@ The daemon owns *when*; this module owns *how*:
 - :meth:`StateManager.release` forgets a partition's devices.
 
 Every read or write of the slot table goes through ``run`` (the daemon's
-single scoring thread), so state is never touched by two threads at once.
+scorer: its event loop or its single scoring thread, ``runtime.scoring``), so
+state is never touched by two threads at once.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ IndexArray = npt.NDArray[np.intp]
 
 
 class Runner(Protocol):
-    """Runs a function on the scoring thread."""
+    """Runs a function on the daemon's scorer (its event loop or its scoring thread)."""
 
     def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]:
-        """``fn()``'s result, computed on the scoring thread."""
+        """``fn()``'s result, computed on the scorer."""
         ...
 
 
@@ -112,7 +113,7 @@ class StateManager:
                                       threshold_method=pipeline.threshold.method,
                                       channels=pipeline.channels)
         readings = config.readings
-        # Its own decoder: replay decodes on the scoring thread while the
+        # Its own decoder: replay may decode on the scoring thread while the
         # fetch loop decodes on the event loop.
         self.decoder = ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
                                       max_message_bytes=readings.max_message_bytes,
@@ -123,7 +124,7 @@ class StateManager:
     def take(self, positions: Mapping[int, int]) -> Taken:
         """Snapshot every changed device of the partitions in ``positions``.
 
-        Call on the scoring thread while no batch is being scored, so each
+        Call on the scorer while no batch is being scored, so each
         partition's state reflects exactly the records before its position.
 
         Args:

@@ -1,13 +1,14 @@
 """Reliability promises against a real broker: backpressure, no zombies, offset resets, commits.
 
-1. Backpressure: a slow scorer under a flood pauses and resumes every
+1. Backpressure (both ``runtime.scoring`` placements): a slow scorer under a flood pauses and resumes every
    partition; the queue never holds more than ``pause_high`` plus one fetch,
    and every reading is still scored and committed.
 2. A batch spanning two partitions whose publish fails commits neither.
 3. Brokers gone (a private broker frozen with SIGSTOP): ``/healthz`` fails,
    then the process exits non-zero.
 4. A wedged scorer (commits stop while records wait): ``/healthz`` fails,
-   then the process exits non-zero although the scoring thread never returns.
+   then the process exits non-zero although the scorer never returns, on a
+   scoring thread or on the event loop itself (``runtime.scoring``).
 5. A committed offset beyond the log end is reset to ``auto_offset_reset``,
    counted and logged, and the partition is consumed.
 """
@@ -171,8 +172,9 @@ def with_section(config: Config, name: str, **values: Any) -> Config:
 
 
 # ------------------------------------------------------------------ 1. backpressure
+@pytest.mark.parametrize("scoring", ["event_loop", "thread"])
 async def test_slow_scorer_pauses_fetching_and_still_scores_and_commits_everything(
-    config_factory: Callable[..., Config], record_property: PropertyRecorder,
+    config_factory: Callable[..., Config], record_property: PropertyRecorder, scoring: str,
 ) -> None:
     high, low, max_batch = 150, 50, 50
     config = config_factory(
@@ -180,6 +182,7 @@ async def test_slow_scorer_pauses_fetching_and_still_scores_and_commits_everythi
         batching={"max_batch": max_batch, "queue_size": 8, "pause_high": high, "pause_low": low,
                   "max_wait_ms": 1.0},
         metrics={"enabled": False},
+        runtime={"scoring": scoring},
     )
     ends = await produce(config, 3000)  # the flood is waiting before the daemon starts
     produced = sum(ends.values())
@@ -299,12 +302,16 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 """
 
 
+# event_loop: the wedged call blocks the event loop itself, so the loop's
+# watchdog cannot run; the loop guard thread ends the process.
+@pytest.mark.parametrize("scoring", ["event_loop", "thread"])
 def test_wedged_scorer_fails_healthz_then_the_daemon_exits_nonzero(
     config_factory: Callable[..., Config], write_config: Callable[[Config, Path], Path],
-    tmp_path: Path, record_property: PropertyRecorder,
+    tmp_path: Path, record_property: PropertyRecorder, scoring: str,
 ) -> None:
     config = config_factory(predictor={"kind": "baseline"},
-                            runtime={"commit_stall_timeout_s": 3.0, "shutdown_timeout_s": 2.0})
+                            runtime={"commit_stall_timeout_s": 3.0, "shutdown_timeout_s": 2.0,
+                                     "scoring": scoring})
     port = config.metrics.port
     launcher = tmp_path / "wedged.py"
     launcher.write_text(WEDGED_LAUNCHER, encoding="utf-8")

@@ -229,3 +229,31 @@ async def test_backpressure_never_resumes_a_partition_whose_state_is_being_resto
     assert consumer.paused() == set()
     assert daemon._active == {TP0, TP1}
     assert registry.get_sample_value("streamer_partitions_paused", {"reason": "restore"}) == 0
+
+
+@pytest.mark.parametrize(("scoring", "thread_name"),
+                         [("event_loop", "MainThread"), ("thread", "streamer-score")])
+async def test_device_state_is_touched_on_one_thread_chosen_by_runtime_scoring(
+    scoring: str, thread_name: str,
+) -> None:
+    base = config()
+    runtime = msgspec.structs.replace(base.runtime, scoring=scoring)
+    daemon = Daemon(msgspec.structs.replace(base, runtime=runtime))
+    ran_on: list[str] = []
+
+    def job() -> int:
+        ran_on.append(threading.current_thread().name)
+        return 7
+
+    future = daemon._on_scorer(job)
+    # On the event loop the job has already run: awaiting it cannot interleave other tasks.
+    assert future.done() is (scoring == "event_loop")
+    assert await future == 7
+
+    def fail() -> None:
+        raise ValueError("model crashed")
+
+    with pytest.raises(ValueError, match="model crashed"):
+        await daemon._on_scorer(fail)
+    assert ran_on == [thread_name]
+    await daemon._close()

@@ -261,3 +261,25 @@ def test_liveness_timeouts_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "runtime:\n  commit_stall_timeout_s: -1\n"), environ={})
     assert info.value.key_path == "runtime.commit_stall_timeout_s"
+
+
+@pytest.mark.parametrize(
+    ("scoring", "kind", "backend", "on_thread"),
+    [
+        ("auto", "lstm", "numpy", False),
+        ("auto", "baseline", "numpy", False),
+        ("auto", "lstm", "tensorflow", True),
+        ("auto", "lstm", "keras", True),
+        ("thread", "lstm", "numpy", True),
+        ("event_loop", "lstm", "keras", False),
+    ],
+)
+def test_scoring_runs_on_a_thread_only_for_backends_that_release_the_gil(
+    scoring: str, kind: str, backend: str, on_thread: bool,
+) -> None:
+    config = load_config(environ={
+        "STREAMER__RUNTIME__SCORING": scoring,
+        "STREAMER__PREDICTOR__KIND": kind,
+        "STREAMER__PREDICTOR__LSTM__BACKEND": backend,
+    })
+    assert config.runtime.scores_on_thread(config.predictor) is on_thread
