@@ -5,8 +5,10 @@ Data flow::
     fetch loop ──(bounded queue)──▶ score loop ──▶ scorer ──────────▶ publish ──▶ offsets done
       getmany + decode              micro-batch      ScoringPipeline      wait for acks    commit loop
 
-The scorer is the event loop itself or a scoring thread (``runtime.scoring``):
-device state is only ever touched by that one thread.
+Batches are scored on the event loop itself or on a scoring thread
+(``runtime.scoring``); snapshots, restores and releases always run on the
+scoring thread. One thread at a time touches device state: the loop scores
+only while the scoring thread is idle.
 
 Delivery guarantees (at least once; duplicates removable by alert id):
 
@@ -192,10 +194,13 @@ class Daemon:
         )
         high, low = config.batching.pause_marks()
         self.backpressure = Backpressure(high=high, low=low)
-        # Device state is only ever touched by one thread: the scoring thread
-        # when there is one (runtime.scoring), else the event loop's.
-        self._executor: ScoringThread | None = (
-            ScoringThread("streamer-score") if config.runtime.scores_on_thread(config.predictor) else None)
+        # Device state is touched by one thread at a time. Snapshots, restores
+        # and releases always run on the scoring thread (however long they
+        # take, the event loop keeps serving heartbeats); batches are scored
+        # there too with runtime.scoring=thread, else on the event loop, but
+        # only while the scoring thread is idle (see _on_scorer).
+        self._executor = ScoringThread("streamer-score")
+        self._score_inline = not config.runtime.scores_on_thread(config.predictor)
         self._loop_guard = LoopGuard(self.health, interval_s=WATCHDOG_INTERVAL_S,
                                      failed_ticks=LIVENESS_FAILED_TICKS)
         self._stop = asyncio.Event()
@@ -236,7 +241,7 @@ class Daemon:
         """Run until stopped; returns the process exit code."""
         config = self.config
         log_effective_config(config)
-        log.info("scoring on %s", "a scoring thread" if self._executor is not None else "the event loop")
+        log.info("scoring on %s", "the event loop" if self._score_inline else "a scoring thread")
         self.metrics.batch_capacity.set(config.batching.max_batch)
         self.metrics.set_build(predictor=config.predictor.kind,
                                model_version=self.pipeline.predictor.version,
@@ -256,7 +261,7 @@ class Daemon:
                 partitions = await partition_count(self._producer, kafka.input_topic)
                 await ensure_state_topic(kafka, kafka.state_topic_name(), partitions)
                 self.state = StateManager(self.pipeline, config, producer=self._producer,
-                                          run=self._on_scorer, metrics=self.metrics)
+                                          run=self._on_state_job, metrics=self.metrics)
                 log.info("device state: %s (%d bytes per device, fingerprint %s)",
                          kafka.state_topic_name(), self.state.schema.row_bytes,
                          self.state.schema.fingerprint)
@@ -347,8 +352,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self._bounded(self._producer.stop(), "stopping the producer")
         self._loop_guard.stop()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
         if self.http is not None:
             self.http.stop()
         log.info("stopped (exit code %d)", self.exit_code)
@@ -607,7 +611,7 @@ class Daemon:
                          if tp in self._active and tp in self._done}
             if not positions:
                 return
-            taken = await self._on_scorer(lambda: state.take(positions))
+            taken = await self._on_state_job(lambda: state.take(positions))
         try:
             await state.write(taken)
         except KafkaError as exc:
@@ -616,14 +620,21 @@ class Daemon:
             self.metrics.state_snapshot_failures.inc()
             log.warning("snapshot of %d devices not acknowledged (%s)", len(taken.values), exc)
 
-    def _on_scorer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run ``fn`` where device state lives: the scoring thread, or now on the event loop.
+    def _on_state_job(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Run a device-state job other than scoring (snapshot, restore, release) on the scoring thread."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-        Without a scoring thread the returned future is already done (no
-        hand-off through the loop's self-pipe), so awaiting it does not yield.
+    def _on_scorer(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Score: on the event loop (``runtime.scoring``) while the scoring thread is idle, else on it.
+
+        Only the event loop submits jobs, so a thread found idle here stays
+        idle while ``fn`` runs: one thread at a time touches device state, and
+        a batch scored behind a state job waits for it (jobs run in order).
+        Inline, the returned future is already done (no hand-off through the
+        loop's self-pipe), so awaiting it does not yield.
         """
         loop = asyncio.get_running_loop()
-        if self._executor is not None:
+        if not (self._score_inline and self._executor.idle()):
             return loop.run_in_executor(self._executor, fn)
         future: asyncio.Future[T] = loop.create_future()
         try:
@@ -727,7 +738,7 @@ class Daemon:
             self._fetched.pop(tp, None)
             self._beyond_end_since.pop(tp, None)
         if restoring:
-            await self._on_scorer(lambda: release_partitions(self.pipeline, restoring))
+            await self._on_state_job(lambda: release_partitions(self.pipeline, restoring))
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Pause the new assignment and start taking it over; the daemon is ready once it has one."""
@@ -754,7 +765,7 @@ class Daemon:
             log.exception("taking over partitions failed; they start cold (devices warm up again)")
             cold = [tp for tp in assigned if tp not in self._active]
             self.metrics.state_cold_partitions.inc(len(cold))
-            await self._on_scorer(lambda: release_partitions(self.pipeline, [tp.partition for tp in cold]))
+            await self._on_state_job(lambda: release_partitions(self.pipeline, [tp.partition for tp in cold]))
             for tp in cold:
                 self._activate(tp, None)
 
@@ -765,7 +776,7 @@ class Daemon:
         stale = [tp.partition for tp in self._suspended if tp not in kept]
         self._suspended.clear()
         if stale:
-            released = await self._on_scorer(lambda: release_partitions(self.pipeline, stale))
+            released = await self._on_state_job(lambda: release_partitions(self.pipeline, stale))
             log.info("released %d devices of partitions %s", released, sorted(stale))
         for tp in kept:
             self._activate(tp, committed[tp])
@@ -885,6 +896,16 @@ class ScoringThread(Executor):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
+        self._unfinished = 0  # submitted jobs that have not finished running (or been cancelled)
+
+    def idle(self) -> bool:
+        """Whether every submitted job has finished (or was cancelled before it ran)."""
+        with self._lock:
+            return self._unfinished == 0
+
+    def _finished(self) -> None:
+        with self._lock:
+            self._unfinished -= 1
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on the thread; its future."""
@@ -896,18 +917,22 @@ class ScoringThread(Executor):
                 self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._thread.start()
             self._jobs.put((future, functools.partial(fn, *args, **kwargs)))
+            self._unfinished += 1
         return future
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             future, fn = job
             if not future.set_running_or_notify_cancel():
+                self._finished()
                 continue
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001  # handed to the awaiting caller, as ThreadPoolExecutor does
+                self._finished()
                 future.set_exception(exc)
             else:
+                self._finished()
                 future.set_result(result)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -918,6 +943,7 @@ class ScoringThread(Executor):
                 with contextlib.suppress(queue.Empty):
                     while (job := self._jobs.get_nowait()) is not None:
                         job[0].cancel()
+                        self._unfinished -= 1
             self._jobs.put(None)
             thread = self._thread
         if wait and thread is not None:

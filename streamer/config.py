@@ -166,7 +166,11 @@ class BatchingConfig(_Section, frozen=True):
     """Micro-batching between fetch and scoring."""
 
     max_batch: PositiveInt = 4096
-    max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Once a fetch is in hand, wait this long for more before scoring. Under
+    # load the queue fills while a batch is scored, so batches grow without
+    # waiting; a long wait only adds latency (10 ms: p99 43 ms at 10K/s, 2 ms:
+    # 33 ms, same drain rate; benchmarks/performance.md).
+    max_wait_ms: Annotated[float, msgspec.Meta(ge=0)] = 2.0
     # Fetched batches waiting to be scored; the fetch loop waits when it is full.
     queue_size: PositiveInt = 16
     # Backpressure in queued readings: every assigned partition is paused once
@@ -382,7 +386,8 @@ class RuntimeConfig(_Section, frozen=True):
     # between two busy threads: ~15 % more readings/s on CPU). thread: on a
     # scoring thread, so fetching and decoding overlap a model call that
     # releases the GIL (TensorFlow, Keras on a GPU). auto: thread for the
-    # tensorflow and keras LSTM backends, event_loop otherwise.
+    # tensorflow and keras LSTM backends, event_loop otherwise. Snapshots,
+    # restores and releases run on the scoring thread in every case.
     scoring: Literal["auto", "event_loop", "thread"] = "auto"
 
     def scores_on_thread(self, predictor: PredictorConfig) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -257,3 +258,53 @@ async def test_device_state_is_touched_on_one_thread_chosen_by_runtime_scoring(
         await daemon._on_scorer(fail)
     assert ran_on == [thread_name]
     await daemon._close()
+
+
+async def test_a_batch_is_scored_behind_a_state_job_still_running_on_the_thread() -> None:
+    # runtime.scoring=event_loop, but a snapshot or restore holds the scoring
+    # thread: scoring inline now would touch device state from two threads.
+    base = config()
+    runtime = msgspec.structs.replace(base.runtime, scoring="event_loop")
+    daemon = Daemon(msgspec.structs.replace(base, runtime=runtime))
+    release = threading.Event()
+    order: list[tuple[str, str]] = []
+
+    def state_job() -> None:
+        release.wait(30)
+        order.append(("state job", threading.current_thread().name))
+
+    def score() -> None:
+        order.append(("score", threading.current_thread().name))
+
+    job = daemon._on_state_job(state_job)
+    scored = daemon._on_scorer(score)
+    assert not scored.done()
+    release.set()
+    await asyncio.gather(job, scored)
+    assert order == [("state job", "streamer-score"), ("score", "streamer-score")]
+    assert daemon._executor.idle()
+    await daemon._on_scorer(score)
+    assert order[-1] == ("score", "MainThread")
+    await daemon._close()
+
+
+def test_scoring_thread_counts_unfinished_jobs_including_failed_and_cancelled_ones() -> None:
+    executor = ScoringThread("test-score")
+    assert executor.idle()
+    release = threading.Event()
+    running = executor.submit(release.wait, 30)
+    failing = executor.submit(operator.truediv, 1, 0)
+    assert not executor.idle()
+    release.set()
+    assert running.result(30) is True
+    with pytest.raises(ZeroDivisionError):
+        failing.result(30)
+    assert executor.idle()
+    blocker = threading.Event()
+    executor.submit(blocker.wait, 30)
+    queued = executor.submit(lambda: 1)
+    executor.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    blocker.set()
+    executor.shutdown(wait=True)
+    assert executor.idle()
