@@ -286,6 +286,7 @@ class Daemon:
         # The liveness clocks start now: joining the group is not a stall.
         self.health.contact()
         self.health.progressed()
+        self.health.beat()  # start-up (model load, topic checks) is not a stalled loop
         self._loop_guard.start()
         fetch = asyncio.create_task(self._fetch_loop(), name="fetch")
         score = asyncio.create_task(self._score_loop(), name="score")
