@@ -289,6 +289,16 @@ class LikelihoodConfig(_Section, frozen=True):
     threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.9999
     # Floor of the long-run standard deviation of the averaged raw score.
     min_std: PositiveFloat = 1e-4
+    # Where the raw score comes from. residual: the forecast residual,
+    # erf(|z|/sqrt(2)). pattern: model-free pattern novelty, 1.0 when the last
+    # `pattern_order` readings, quantised to `pattern_buckets` levels of the
+    # range of the device's first `pattern_learning` readings, form a pattern
+    # the device never showed (streamer.thresholds.pattern; ~+6 on NAB with
+    # range novelty, see README, Evaluation).
+    source: Literal["residual", "pattern"] = "residual"
+    pattern_buckets: Annotated[int, msgspec.Meta(ge=1, le=62)] = 6
+    pattern_order: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2
+    pattern_learning: Annotated[int, msgspec.Meta(ge=4)] = 288
 
 
 class ThresholdsConfig(_Section, frozen=True):

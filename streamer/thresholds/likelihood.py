@@ -62,6 +62,7 @@ from scipy.special import erf, ndtr, ndtri
 
 from streamer.config import LikelihoodConfig, ThresholdsConfig
 from streamer.state.slot_table import SlotTable
+from streamer.thresholds.pattern import PatternNovelty
 from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
@@ -304,6 +305,11 @@ class AnomalyLikelihood:
         self.delay = self.config.short_window
         table.add_field("lik_res_pending", (self.delay, channels), np.float64, 0.0)
         self.stage = LikelihoodStage(table, self.config)
+        # source: pattern: the raw score is pattern novelty of the readings.
+        self.pattern = (
+            PatternNovelty(table, channels, self.config.pattern_buckets, self.config.pattern_order,
+                           self.config.pattern_learning)
+            if self.config.source == "pattern" else None)
 
     def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray,
                values: Float64Array | None = None) -> ThresholdResult:
@@ -314,7 +320,8 @@ class AnomalyLikelihood:
             residual: ``(n, channels)`` actual minus forecast; NaN rows are
                 skipped (no forecast yet).
             scored: Rows past warm-up; only these are scored and learned from.
-            values: The readings (unused).
+            values: The readings ``(n, channels)``; needed with
+                ``source: pattern``, which scores them instead of the residual.
 
         Returns:
             ``score`` is the likelihood after red-zone suppression (0.5 where
@@ -334,6 +341,13 @@ class AnomalyLikelihood:
         z = (safe_residual - mean) / np.sqrt(np.maximum(var, self.min_var))
         raw, channel = raw_score(z)
         active = usable & (count >= MIN_RESIDUAL_SAMPLES)
+        if self.pattern is not None:
+            if values is None:
+                raise ValueError("likelihood.source 'pattern' needs the readings (values)")
+            # Every reading teaches the pattern table, warm-up included.
+            novelty = self.pattern.update(slots, values)
+            raw = np.nan_to_num(novelty, nan=0.0)
+            active = scored & np.isfinite(novelty)
         step = self.stage.step(slots, raw, active)
         anomalous = step.anomalous
 

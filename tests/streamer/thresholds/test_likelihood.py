@@ -419,3 +419,40 @@ def test_exponential_estimator_weights_recent_averages_more() -> None:
         stage._learn_exponential(rows, np.array([0.9]), np.array([kept]))
     # A window mean would still hold the early values until they leave it.
     assert threshold.table["lik_ew_mean"][0] == pytest.approx(0.9, abs=1e-3)
+
+
+PATTERN = {**SMALL, "source": "pattern", "pattern_buckets": 4, "pattern_order": 2, "pattern_learning": 12}
+
+
+def feed_values(threshold: AnomalyLikelihood, values: Array, residual: float = 0.0) -> list[ThresholdResult]:
+    slots = np.array([0])
+    flags = np.array([True])
+    return [threshold.update(slots, np.array([[residual]]), flags, np.array([[v]])) for v in values]
+
+
+def noisy_cycle(n: int, seed: int) -> Array:
+    rng = np.random.default_rng(seed)
+    base = np.tile(np.array([0.0, 1.0, 2.0, 3.0, 2.0, 1.0]), n // 6 + 1)[:n]
+    return base + rng.uniform(-0.1, 0.1, n)  # never crosses a level boundary
+
+
+def test_pattern_source_needs_the_readings() -> None:
+    threshold = make(**PATTERN)
+    with pytest.raises(ValueError, match="readings"):
+        threshold.update(np.array([0]), np.array([[0.0]]), np.array([True]))
+
+
+def test_pattern_source_flags_a_broken_cycle_inside_the_range() -> None:
+    threshold = make(**PATTERN)
+    calm_results = feed_values(threshold, noisy_cycle(600, 0))
+    assert not any(bool(r.anomalous[0]) for r in calm_results[300:])
+    # The cycle stops at a level it only ever passed through: every value is in range.
+    broken = feed_values(threshold, np.full(12, 1.0) + np.random.default_rng(1).uniform(-0.1, 0.1, 12))
+    assert any(bool(r.anomalous[0]) for r in broken)
+
+
+def test_pattern_source_ignores_the_residual() -> None:
+    values = noisy_cycle(400, 2)
+    quiet = [r.score[0] for r in feed_values(make(**PATTERN), values, residual=0.0)]
+    loud = [r.score[0] for r in feed_values(make(**PATTERN), values, residual=1e6)]
+    np.testing.assert_array_equal(quiet, loud)
