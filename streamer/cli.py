@@ -23,6 +23,7 @@ from streamer.chaos.command import add_chaos_parser
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.evaluation.command import add_evaluate_parser
+from streamer.gc_tuning import tune_collector
 
 log = logging.getLogger("streamer")
 
@@ -213,6 +214,8 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
 
     async def serve() -> int:
         daemon = Daemon(config)
+        # A process-wide choice, so here rather than in Daemon (tests run it in-process).
+        tune_collector(config.runtime.gc_gen0_threshold)
         _install_signal_handlers(daemon.request_stop)
         return await daemon.run()
 

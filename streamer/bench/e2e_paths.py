@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.bench.machine import keras_backend, process_cpu_seconds
 from streamer.codec import ReadingDecoder, WireReading, decode_alert
 from streamer.config import Config, load_config
+from streamer.gc_tuning import tuned_collector
 from streamer.kafka.clients import connection_kwargs
 
 # The naive path's z-score: as the daemon's default threshold.
@@ -78,20 +79,23 @@ async def raw_path(config: Config, expect: int, timeout_s: float) -> dict[str, A
     count = rejected = 0
     cpu_first: float | None = None
     deadline = time.monotonic() + timeout_s
-    try:
-        while count < expect and time.monotonic() < deadline:
-            fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
-            records = [r for batch in fetched.values() for r in batch]
-            if not records:
-                continue
-            if cpu_first is None:
-                cpu_first = process_cpu_seconds(os.getpid())
-            decoded = decoder.decode(records, time.time())
-            rejected += len(decoded.rejections)
-            count += len(records)
-            samples.append((time.monotonic(), count))
-    finally:
-        await consumer.stop()
+    # The daemon's garbage-collector settings too (runtime.gc_gen0_threshold):
+    # the upper bound must not be slowed by what the daemon tunes away.
+    with tuned_collector(config.runtime.gc_gen0_threshold):
+        try:
+            while count < expect and time.monotonic() < deadline:
+                fetched = await consumer.getmany(timeout_ms=100, max_records=max_records)
+                records = [r for batch in fetched.values() for r in batch]
+                if not records:
+                    continue
+                if cpu_first is None:
+                    cpu_first = process_cpu_seconds(os.getpid())
+                decoded = decoder.decode(records, time.time())
+                rejected += len(decoded.rejections)
+                count += len(records)
+                samples.append((time.monotonic(), count))
+        finally:
+            await consumer.stop()
     cpu_last = process_cpu_seconds(os.getpid())
     seconds = samples[-1][0] - samples[0][0] if len(samples) > 1 else 0.0
     return {"readings": count, "rejected": rejected, "samples": samples,

@@ -421,7 +421,8 @@ def test_exponential_estimator_weights_recent_averages_more() -> None:
     assert threshold.table["lik_ew_mean"][0] == pytest.approx(0.9, abs=1e-3)
 
 
-PATTERN = {**SMALL, "source": "pattern", "pattern_buckets": 4, "pattern_order": 2, "pattern_learning": 12}
+PATTERN: dict[str, Any] = {**SMALL, "source": "pattern", "pattern_buckets": 4, "pattern_order": 2,
+                           "pattern_learning": 12}
 
 
 def feed_values(threshold: AnomalyLikelihood, values: Array, residual: float = 0.0) -> list[ThresholdResult]:
