@@ -154,3 +154,51 @@ def test_numpy_backend_runs_without_tensorflow(weights: ForecasterWeights, model
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     expected = np.asarray(model(inputs))[:, -1]
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=ATOL)
+
+
+JAX_PIPELINE_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np
+import keras
+from streamer.codec import ReadingBatch
+from streamer.config import load_config
+from streamer.scoring.pipeline import ScoringPipeline
+
+assert keras.backend.backend() == "jax", keras.backend.backend()
+mode, out = sys.argv[1], sys.argv[2]
+
+
+def forecasts(backend):
+    config = load_config(environ={"STREAMER__PREDICTOR__LSTM__MODE": mode,
+                                  "STREAMER__PREDICTOR__LSTM__BACKEND": backend})
+    pipeline = ScoringPipeline(config)
+    rng = np.random.default_rng(0)
+    ids = [f"dev-{i:03d}" for i in range(40)]
+    rows = []
+    for step in range(70):
+        values = np.sin(step / 5 + np.arange(40))[:, None] + rng.normal(0, 0.05, (40, 1))
+        pipeline.score(ReadingBatch(device_ids=ids, ts_ms=np.full(40, 1_700_000_000_000 + step * 1000),
+                                    values=values, fetched_at=np.zeros(40), record_index=np.arange(40)))
+        rows.append(pipeline.predictor.forecast(pipeline.registry.resolve(ids)).copy())
+    return np.array(rows)
+
+
+np.savez(out, numpy=forecasts("numpy"), keras=forecasts("keras"),
+         tensorflow_imported=np.array("tensorflow" in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("mode", ["stateful", "window"])
+def test_keras_ops_backend_scores_under_jax_as_the_numpy_backend_does(mode: str, tmp_path: Path) -> None:
+    # The GPU path (GPU machines have JAX and torch, not TensorFlow): the daemon's
+    # scoring pipeline with predictor.lstm.backend=keras under Keras' JAX backend,
+    # in a fresh interpreter because Keras picks its backend at import.
+    out = tmp_path / "forecasts.npz"
+    subprocess.run([sys.executable, "-c", JAX_PIPELINE_SCRIPT, mode, str(out)], check=True, timeout=240)
+    result = np.load(out)
+    assert not bool(result["tensorflow_imported"])
+    numpy_forecasts, keras_forecasts = result["numpy"], result["keras"]
+    assert np.isfinite(numpy_forecasts[-1]).all()  # past warm-up: every device has a forecast
+    np.testing.assert_array_equal(np.isnan(keras_forecasts), np.isnan(numpy_forecasts))
+    np.testing.assert_allclose(keras_forecasts, numpy_forecasts, atol=ATOL)
