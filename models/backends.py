@@ -331,6 +331,11 @@ class KerasOpsBackend:
         shape = (len(weights.layers), initial_rows * states_per_row, weights.units)
         self.h: Any = ops.zeros(shape, "float32")
         self.c: Any = ops.zeros(shape, "float32")
+        # Under Keras' JAX backend each keras.ops call is dispatched on its own
+        # and every scatter copies the whole table: measured on the CPU, 3.6K
+        # readings/s at 1K devices. The same step compiled once per batch-size
+        # bucket (JaxCompiledStep) runs as one program.
+        self._compiled = JaxCompiledStep(self) if keras.backend.backend() == "jax" else None
 
     def ensure_rows(self, rows: int) -> None:
         """Grow the state table by doubling."""
@@ -369,6 +374,9 @@ class KerasOpsBackend:
     def advance(self, rows: IndexArray, x: F32, restart: BoolArray | None = None) -> F32:
         """Gather, step, scatter with keras.ops (restarts first, as a reset)."""
         states = state_rows(rows, self.states_per_row)
+        if self._compiled is not None:
+            stepped = self._compiled.advance(states, np.repeat(x, self.states_per_row, axis=0), restart)
+            return stepped.reshape(len(rows), self.states_per_row, self.weights.channels)
         if restart is not None:
             self._reset_states(states[np.asarray(restart).reshape(-1)])
         ops = self._keras.ops
@@ -395,6 +403,61 @@ class KerasOpsBackend:
             raise ValueError("window mode on the keras backend needs the Keras model")
         ops = self._keras.ops
         result: F32 = np.asarray(ops.convert_to_numpy(self.model(windows, training=False)[:, -1]), np.float32)
+        return result
+
+
+# Batches are padded to the next power of two (at least this many state rows),
+# so the compiled step is traced for a handful of shapes, not one per size.
+MIN_COMPILED_ROWS = 64
+
+
+class JaxCompiledStep:
+    """:class:`KerasOpsBackend`'s gather-step-scatter as one ``jax.jit`` program.
+
+    The program takes the whole ``h``/``c`` tables and returns them updated,
+    so on an accelerator the fleet's LSTM state stays in device memory (the
+    tables are donated: updated in place where the platform supports it).
+    Padding repeats the last real state row with its own input and restart
+    flag: the copies compute the identical result, so scattering them
+    changes nothing.
+    """
+
+    def __init__(self, backend: KerasOpsBackend) -> None:
+        import jax
+
+        self.backend = backend
+        donate = (0, 1) if jax.default_backend() != "cpu" else ()  # the CPU client cannot donate
+        self._step = jax.jit(self._pure_step, donate_argnums=donate)
+
+    def _pure_step(self, h: Any, c: Any, index: Any, inputs: Any, reset: Any) -> tuple[Any, Any, Any]:
+        import jax.numpy as jnp
+
+        ops = self.backend._keras.ops
+        new_h = []
+        new_c = []
+        for layer, (kernel, recurrent, bias) in enumerate(self.backend.layers):
+            state_h = jnp.where(reset[:, None], 0.0, jnp.take(h[layer], index, axis=0))
+            state_c = jnp.where(reset[:, None], 0.0, jnp.take(c[layer], index, axis=0))
+            hidden, cell = lstm_cell(ops, inputs, state_h, state_c, kernel, recurrent, bias)
+            new_h.append(hidden)
+            new_c.append(cell)
+            inputs = hidden
+        head_kernel, head_bias = self.backend.head
+        forecast = jnp.matmul(inputs, head_kernel) + head_bias
+        return h.at[:, index].set(jnp.stack(new_h)), c.at[:, index].set(jnp.stack(new_c)), forecast
+
+    def advance(self, states: npt.NDArray[np.int64], inputs: F32, restart: BoolArray | None) -> F32:
+        """Step ``states`` (state-table rows) on ``inputs`` (one row each); the forecasts."""
+        count = len(states)
+        reset = (np.zeros(count, bool) if restart is None else np.asarray(restart, bool).reshape(-1))
+        size = max(MIN_COMPILED_ROWS, 1 << max(count - 1, 0).bit_length())
+        pad = size - count
+        index = np.concatenate([states, np.repeat(states[-1:], pad)]).astype(np.int32)
+        padded_inputs = np.concatenate([inputs, np.repeat(inputs[-1:], pad, axis=0)]).astype(np.float32)
+        padded_reset = np.concatenate([reset, np.repeat(reset[-1:], pad)])
+        backend = self.backend
+        backend.h, backend.c, forecast = self._step(backend.h, backend.c, index, padded_inputs, padded_reset)
+        result: F32 = np.asarray(forecast, np.float32)[:count]
         return result
 
 

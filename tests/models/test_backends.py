@@ -202,3 +202,42 @@ def test_keras_ops_backend_scores_under_jax_as_the_numpy_backend_does(mode: str,
     assert np.isfinite(numpy_forecasts[-1]).all()  # past warm-up: every device has a forecast
     np.testing.assert_array_equal(np.isnan(keras_forecasts), np.isnan(numpy_forecasts))
     np.testing.assert_allclose(keras_forecasts, numpy_forecasts, atol=ATOL)
+
+
+JAX_SCHEDULE_SCRIPT = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "jax"
+import numpy as np
+from models.architecture import ArchitectureSpec, build_forecaster
+from models.backends import JaxCompiledStep, KerasOpsBackend, NumpyBackend
+from models.weights import ForecasterWeights
+
+spec = ArchitectureSpec(channels=2, units=8, layers=2)
+weights = ForecasterWeights.from_model(build_forecaster(spec, seed=5))
+numpy_backend = NumpyBackend(weights, initial_rows=4, states_per_row=2)
+keras_backend = KerasOpsBackend(weights, initial_rows=4, states_per_row=2)
+assert isinstance(keras_backend._compiled, JaxCompiledStep)
+rng = np.random.default_rng(7)
+worst = 0.0
+for step in range(60):
+    rows_in_table = 8 if step < 20 else 300  # the tables grow mid-run
+    for backend in (numpy_backend, keras_backend):
+        backend.ensure_rows(rows_in_table)
+    # Sizes on both sides of the padding buckets (64, 128, 256 state rows).
+    size = int(rng.choice([1, 3, 31, 32, 33, 64, 100, 150]))
+    rows = rng.choice(rows_in_table, size=min(size, rows_in_table), replace=False)
+    x = rng.normal(size=(len(rows), 2)).astype(np.float32)
+    restart = rng.random((len(rows), 2)) < 0.15
+    expected = numpy_backend.advance(rows, x, restart)
+    worst = max(worst, float(np.abs(keras_backend.advance(rows, x, restart) - expected).max()))
+np.save(sys.argv[1], np.array([worst, float("tensorflow" in sys.modules)]))
+"""
+
+
+def test_compiled_jax_step_follows_the_numpy_backend_over_a_random_schedule(tmp_path: Path) -> None:
+    # Padding to the buckets, restarts, and tables that grow between calls.
+    out = tmp_path / "worst.npy"
+    subprocess.run([sys.executable, "-c", JAX_SCHEDULE_SCRIPT, str(out)], check=True, timeout=240)
+    worst, tensorflow_imported = np.load(out)
+    assert tensorflow_imported == 0.0
+    assert worst < ATOL
