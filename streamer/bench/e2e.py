@@ -322,7 +322,7 @@ async def _sustained(daemon: DaemonProcess, generator: LoadGenerator, rate: floa
     async def sample_lag() -> None:
         while True:
             await asyncio.sleep(LOAD_SAMPLE_S)
-            sample = await scrape(daemon)
+            sample = await scrape(daemon, histograms=False)
             lags.append(generator.sent - sample.handled)
 
     sampler = asyncio.create_task(sample_lag())
@@ -354,7 +354,7 @@ async def _sustained(daemon: DaemonProcess, generator: LoadGenerator, rate: floa
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while last.handled < first_sent + sent and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-        last = await scrape(daemon)
+        last = await scrape(daemon, histograms=False)
     await generator.flush()
     return step
 

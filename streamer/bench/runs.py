@@ -84,9 +84,9 @@ def run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def scrape(daemon: DaemonProcess) -> Sample:
-    """Scrape ``daemon`` off the event loop (the HTTP call blocks)."""
-    return await asyncio.to_thread(daemon.scrape)
+async def scrape(daemon: DaemonProcess, *, histograms: bool = True) -> Sample:
+    """Scrape ``daemon`` off the event loop (the HTTP call blocks); see :meth:`DaemonProcess.scrape`."""
+    return await asyncio.to_thread(daemon.scrape, histograms=histograms)
 
 
 @dataclass
@@ -114,7 +114,7 @@ async def wait_handled(daemons: Sequence[DaemonProcess], total: float, *, timeou
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            samples = await asyncio.gather(*(scrape(daemon) for daemon in daemons))
+            samples = await asyncio.gather(*(scrape(daemon, histograms=False) for daemon in daemons))
         except OSError:  # an endpoint is not up yet
             if time.monotonic() > deadline:
                 raise BenchFailedError(f"daemon metrics did not answer within {timeout_s:.0f} s") from None

@@ -168,7 +168,7 @@ async def wait_stable(daemons: list[DaemonProcess], partitions: int, *, timeout_
     last: list[float] = []
     while time.monotonic() < deadline:
         try:
-            samples = await asyncio.gather(*(scrape(daemon) for daemon in daemons))
+            samples = await asyncio.gather(*(scrape(daemon, histograms=False) for daemon in daemons))
         except OSError:  # an endpoint is not up yet
             samples = []
         assigned = [s.assigned for s in samples]

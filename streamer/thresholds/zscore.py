@@ -94,10 +94,10 @@ class RollingZScore:
         smoothed = np.where(
             first, residual, self.smooth_alpha * residual + (1.0 - self.smooth_alpha) * prev_smoothed
         )
-        floor = np.full_like(var, self.min_var)
+        floored = np.maximum(var, self.min_var)
         if values is not None and self.range_fraction > 0:
-            floor = self._range_floor(slots, np.asarray(values, np.float64), floor)
-        std = np.sqrt(np.maximum(var, floor))
+            floored = self._range_floor(slots, np.asarray(values, np.float64), floored)
+        std = np.sqrt(floored)
         z = (smoothed - mean) / std
         z = np.where(np.isnan(z), 0.0, z)
         channel_flag = np.abs(z) >= self.z
@@ -118,22 +118,27 @@ class RollingZScore:
         table["thr_smoothed"][slots[valid]] = smoothed[valid]
 
         scores = tail_score(z)
-        scores[~valid] = 0.0
-        channel = np.argmax(scores, axis=1)
-        take = np.arange(len(slots))
-        side = np.sign(z[take, channel])
-        bound = mean[take, channel] + side * self.z * std[take, channel]
-        score = np.where(scored & valid, scores[take, channel], 0.0)
+        if residual.shape[1] == 1:
+            # One channel (the usual case): column views instead of a fancy-indexed pick per array.
+            channel: IndexArray = np.zeros(len(slots), dtype=np.intp)
+            picked = (z[:, 0], mean[:, 0], std[:, 0], scores[:, 0], smoothed[:, 0])
+        else:
+            scores[~valid] = 0.0
+            channel = np.argmax(scores, axis=1)
+            take = np.arange(len(slots))
+            picked = (z[take, channel], mean[take, channel], std[take, channel], scores[take, channel],
+                      smoothed[take, channel])
+        z_at, mean_at, std_at, score_at, smoothed_at = picked
         return ThresholdResult(
-            score=score,
+            score=np.where(scored & valid, score_at, 0.0),
             anomalous=anomalous,
             channel=channel,
-            smoothed=smoothed[take, channel],
-            threshold=bound,
+            smoothed=smoothed_at,
+            threshold=mean_at + np.sign(z_at) * self.z * std_at,
         )
 
     def _range_floor(self, slots: IndexArray, values: Float64Array, floor: Float64Array) -> Float64Array:
-        """Raise ``floor`` (a variance) to ``(min_std_fraction * range)**2``; widen the range."""
+        """Raise ``floor`` (variances) to ``(min_std_fraction * range)**2``; widen the range."""
         low = self.table["thr_min"][slots]
         high = self.table["thr_max"][slots]
         # The range before this reading: a jump does not lower its own z.

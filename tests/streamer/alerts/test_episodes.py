@@ -1,5 +1,6 @@
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from streamer.alerts.episodes import EpisodeChanges, EpisodeTracker, alert_id
 from streamer.config import AlertsConfig
@@ -140,3 +141,30 @@ def test_alert_ids_are_deterministic_and_distinct_per_episode() -> None:
     assert alert_id("pump-1", 1000, "v1") == alert_id("pump-1", 1000, "v1")
     assert len({alert_id("pump-1", 1000, "v1"), alert_id("pump-1", 1001, "v1"),
                 alert_id("pump-2", 1000, "v1"), alert_id("pump-1", 1000, "v2")}) == 4
+
+
+def test_skipping_quiet_rounds_changes_nothing_over_a_random_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shortcut for rounds where nothing is flagged, open, running or cooling down
+    # must leave the same state and events as the full update.
+    settings = {"min_duration": 2, "resolve_after": 3, "cooldown": 4, "update_every": 2, "hold_score": 0.5}
+    fast, full = tracker(8, **settings), tracker(8, **settings)
+    monkeypatch.setattr(full, "_all_quiet", lambda *_: False)
+    rng = np.random.default_rng(3)
+    quiet_rounds = opened = 0
+    for step in range(600):
+        slots = rng.choice(8, size=int(rng.integers(1, 9)), replace=False)
+        n = len(slots)
+        ts = np.full(n, 1000 + 10 * step, dtype=np.int64)
+        anomalous = rng.random(n) < (0.3 if step % 50 < 10 else 0.0)
+        score = np.where(anomalous, 0.9, rng.random(n) * 0.7)
+        scored = rng.random(n) < 0.95
+        was = fast.table["ep_open"][slots].any() | fast.table["ep_run"][slots].any()
+        quiet_rounds += int(not (anomalous.any() or was or fast.table["ep_cooldown"][slots].any()))
+        got, want = (t.update(slots, ts, anomalous, score, scored) for t in (fast, full))
+        opened += got.opened.size
+        for name in ("opened", "updated", "resolved", "episode_start"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+    for name in fast.table.fields:
+        np.testing.assert_array_equal(fast.table[name], full.table[name])
+    assert quiet_rounds > 100 and opened > 10  # both paths were taken, often

@@ -175,3 +175,24 @@ def test_state_is_picklable() -> None:
     clone = pickle.loads(pickle.dumps(threshold))  # noqa: S301  # our own object
     args = np.array([0]), np.array([[0.3]]), np.array([True])
     assert clone.update(*args).score.tolist() == threshold.update(*args).score.tolist()
+
+
+def test_one_channel_decisions_match_the_general_path_with_a_silent_second_channel() -> None:
+    # The one-channel shortcut must decide exactly as the general (argmax) path does when a
+    # second channel never deviates: channel 0 is then always the one picked.
+    rng = np.random.default_rng(11)
+    one, two = make(1, capacity=6, min_std_fraction=0.05), make(2, capacity=6, min_std_fraction=0.05)
+    flagged = 0
+    for step in range(400):
+        slots = rng.choice(6, size=int(rng.integers(1, 7)), replace=False)
+        residual = rng.normal(0.0, 1.0, size=(len(slots), 1)) * (8.0 if step % 37 == 0 else 1.0)
+        residual[rng.random(len(slots)) < 0.05] = np.nan  # rows without a forecast yet
+        values = rng.normal(10.0, 3.0, size=(len(slots), 1))
+        scored = rng.random(len(slots)) < 0.9
+        got = one.update(slots, residual, scored, values)
+        want = two.update(slots, np.hstack([residual, np.zeros_like(residual)]), scored,
+                          np.hstack([values, np.full_like(values, 5.0)]))
+        flagged += int(got.anomalous.sum())
+        for name in ("score", "anomalous", "channel", "smoothed", "threshold"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert flagged > 5
