@@ -164,6 +164,18 @@ class Fetched:
         return len(self.records)
 
 
+@dataclass
+class _Unacked:
+    """A scored batch whose alerts and dead letters await the broker's acknowledgement."""
+
+    items: Sequence[Fetched]
+    acks: Awaitable[Any]
+    result: ScoreResult
+    letters: Sequence[tuple[bytes | None, DeadLetter]]
+    batch_seconds: float
+    readings: int
+
+
 class Daemon:
     """Consumes readings, scores them and publishes alerts until stopped."""
 
@@ -223,6 +235,13 @@ class Daemon:
         # taken under it sees each partition's state at its finished offset.
         self._score_lock = asyncio.Lock()
         self._state_torn = False  # a batch failed midway: in-memory state is ahead of its offsets
+        # Scored batches awaiting their acknowledgements, in fetch order (see _ack_loop).
+        self._unacked: asyncio.Queue[_Unacked | None] = asyncio.Queue()
+        self._unacked_room = asyncio.Semaphore(config.batching.max_unacked_batches)
+        self._unacked_count = 0
+        self._all_acked = asyncio.Event()
+        self._all_acked.set()
+        self._taken = 0  # batches taken from the batcher and not yet done (scored and acknowledged)
         self._active: set[TopicPartition] = set()  # assigned, state in place: scored and committed
         self._suspended: dict[TopicPartition, int | None] = {}  # revoked, state kept at this offset
         self._takeover: asyncio.Task[None] | None = None
@@ -290,6 +309,7 @@ class Daemon:
         self._loop_guard.start()
         fetch = asyncio.create_task(self._fetch_loop(), name="fetch")
         score = asyncio.create_task(self._score_loop(), name="score")
+        acks = asyncio.create_task(self._ack_loop(), name="acks")
         # Ends the daemon (with an error) once it is no longer live.
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         helpers = [
@@ -301,7 +321,8 @@ class Daemon:
             helpers.append(asyncio.create_task(self._snapshot_loop(), name="snapshots"))
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
-            done, _ = await asyncio.wait({fetch, score, watchdog, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({fetch, score, acks, watchdog, stop},
+                                         return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stop}:
                 task.result()  # a loop that ended on its own failed: raise its error
             # Graceful drain: stop fetching, score what is queued, commit.
@@ -313,7 +334,7 @@ class Daemon:
             await self._cancel_takeover()
             await self.batcher.close()
             try:
-                await asyncio.wait_for(score, budget * DRAIN_FRACTION)
+                await asyncio.wait_for(asyncio.gather(score, acks), budget * DRAIN_FRACTION)
             except TimeoutError:
                 log.error(  # noqa: TRY400  # a timeout's traceback says nothing
                     "drain did not finish within %.1fs; uncommitted work will be replayed",
@@ -326,9 +347,9 @@ class Daemon:
             if self._shutdown_deadline is None:  # failed: the budget starts now
                 self._shutdown_deadline = time.monotonic() + self.config.runtime.shutdown_timeout_s
             await self._cancel_takeover()
-            for task in (fetch, score, watchdog, stop, *helpers):
+            for task in (fetch, score, acks, watchdog, stop, *helpers):
                 task.cancel()
-            await asyncio.gather(fetch, score, watchdog, stop, *helpers, return_exceptions=True)
+            await asyncio.gather(fetch, score, acks, watchdog, stop, *helpers, return_exceptions=True)
             # Only finished work is ever marked done, so committing it is
             # right even when a loop failed: less to replay for the next owner.
             await self._bounded(self.commit(), "final commit")
@@ -431,21 +452,35 @@ class Daemon:
             items = await self.batcher.next_batch()
             self._apply_backpressure()
             if not items:
+                self._unacked.put_nowait(None)  # closed and drained: the ack loop ends after the rest
                 return
             self._idle.clear()
+            self._taken += 1
+            # Room for one more unacknowledged batch (batching.max_unacked_batches);
+            # released by the ack loop once this batch is done.
+            await self._unacked_room.acquire()
             async with self._score_lock:
                 try:
-                    await self._score_items(self._owned(items))
+                    owned = self._owned(items)
+                    unacked = await self._score_items(owned) if owned else None
                 except BaseException:
                     # State may now be ahead of the finished offsets: never snapshot it.
                     self._state_torn = True
                     raise
-            if self.batcher.qsize() == 0:
-                self._idle.set()
+                if unacked is not None:
+                    # Under the lock: a snapshot taken next waits for this batch's acknowledgements.
+                    self._unacked_count += 1
+                    self._all_acked.clear()
+                    self._unacked.put_nowait(unacked)
+            if unacked is None:
+                self._batch_finished()
 
-    async def _score_items(self, items: Sequence[Fetched]) -> None:
-        if not items:
-            return
+    async def _score_items(self, items: Sequence[Fetched]) -> _Unacked:
+        """Score ``items`` and hand their alerts and dead letters to the producer, in order.
+
+        Returns the batch, to be marked done by :meth:`_ack_loop` once the
+        broker has acknowledged what was sent.
+        """
         records, readings, letters, partitions = _combine(items, len(self.pipeline.channels))
         started = time.perf_counter()
         try:
@@ -460,9 +495,38 @@ class Daemon:
             for r in result.rejections
         )
         assert self._publisher is not None  # noqa: S101  # set before the loops start
-        await self._publisher.publish(result.alerts, letters)
-        self._record(result, letters, batch_seconds, len(readings))
-        self._mark_done(items)
+        acks = await self._publisher.send(result.alerts, letters)
+        return _Unacked(items, acks, result, letters, batch_seconds, len(readings))
+
+    async def _ack_loop(self) -> None:
+        """Mark scored batches done in fetch order as their acknowledgements arrive.
+
+        A batch is done only once it and every batch scored before it are
+        acknowledged, so the finished offsets (what is committed) never pass
+        an alert the broker has not taken.
+        """
+        while True:
+            batch = await self._unacked.get()
+            if batch is None:
+                return
+            try:
+                await batch.acks
+            except BaseException:
+                self._state_torn = True  # scored, but its offsets will never be done
+                raise
+            self._record(batch.result, batch.letters, batch.batch_seconds, batch.readings)
+            self._mark_done(batch.items)
+            self._unacked_count -= 1
+            if self._unacked_count == 0:
+                self._all_acked.set()
+            self._batch_finished()
+
+    def _batch_finished(self) -> None:
+        """A batch taken by the score loop is done: free its room; idle when nothing is left."""
+        self._taken -= 1
+        self._unacked_room.release()
+        if self._taken == 0 and self.batcher.qsize() == 0:
+            self._idle.set()
 
     def _score(self, readings: ReadingBatch, partitions: npt.NDArray[np.int32]) -> ScoreResult:
         """Score on the scorer; new devices remember the partition their reading came from."""
@@ -608,6 +672,10 @@ class Daemon:
         if state is None or self._state_torn:
             return
         async with self._score_lock:
+            # State holds every scored batch; the stamps must be offsets whose work is done.
+            await self._all_acked.wait()
+            if self._state_torn:
+                return
             positions = {tp.partition: self._done[tp] for tp in partitions
                          if tp in self._active and tp in self._done}
             if not positions:

@@ -180,6 +180,12 @@ class BatchingConfig(_Section, frozen=True):
     # consumer polling, so a slow scorer never exceeds max_poll_interval_ms.
     pause_high: PositiveInt | None = None
     pause_low: NonNegativeInt | None = None
+    # Scored batches whose alerts and dead letters may await the broker's
+    # acknowledgement while later batches are scored. Their offsets are marked
+    # done in fetch order, each only once it and every earlier batch are
+    # acknowledged, so commits never run ahead of delivery. 1: wait for a
+    # batch's acknowledgements before scoring the next.
+    max_unacked_batches: PositiveInt = 4
 
     def __post_init__(self) -> None:
         high, low = self.pause_marks()

@@ -8,6 +8,7 @@ missing tool is installed, or the test fails saying why.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -110,6 +111,22 @@ def write_config() -> Callable[[Config, Path], Path]:
         return path
 
     return write
+
+
+UnacknowledgedSend = Callable[..., Awaitable["asyncio.Future[Any]"]]
+
+
+@pytest.fixture(scope="session")
+def unacknowledged_send() -> UnacknowledgedSend:
+    """A ``Publisher.send`` to patch in: records are enqueued, never acknowledged (KafkaTimeoutError)."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    async def send(self: object, alerts: object, dead_letters: object) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(KafkaTimeoutError())
+        return future
+
+    return send
 
 
 @pytest.fixture(scope="session")

@@ -18,21 +18,24 @@ class Producer(Protocol):
 
 
 class Publisher:
-    """Sends one batch's output; returns only when every record is acknowledged."""
+    """Sends one batch's output in order and reports when every record is acknowledged."""
 
     def __init__(self, producer: Producer, alert_topic: str, dead_letter_topic: str) -> None:
         self.producer = producer
         self.alert_topic = alert_topic
         self.dead_letter_topic = dead_letter_topic
 
-    async def publish(
+    async def send(
         self, alerts: Sequence[Alert], dead_letters: Sequence[tuple[bytes | None, DeadLetter]]
-    ) -> None:
-        """Send alerts (keyed by device id) and dead letters (keyed by the raw key).
+    ) -> asyncio.Future[Any]:
+        """Enqueue alerts (keyed by device id) and dead letters (keyed by the raw key), in order.
+
+        Returns once every record is handed to the producer (so the next
+        batch's records follow them), with a future that completes when all
+        are acknowledged.
 
         Raises:
-            KafkaError: A record was not acknowledged; the caller must not
-                commit the offsets this batch covers.
+            KafkaError: A record could not be enqueued.
         """
         pending = [
             await self.producer.send(self.alert_topic, value=encode_alert(alert),
@@ -43,5 +46,15 @@ class Publisher:
             await self.producer.send(self.dead_letter_topic, value=encode_dead_letter(letter), key=key)
             for key, letter in dead_letters
         ])
-        if pending:
-            await asyncio.gather(*pending)
+        return asyncio.gather(*pending)
+
+    async def publish(
+        self, alerts: Sequence[Alert], dead_letters: Sequence[tuple[bytes | None, DeadLetter]]
+    ) -> None:
+        """:meth:`send`, then wait for every acknowledgement.
+
+        Raises:
+            KafkaError: A record was not acknowledged; the caller must not
+                commit the offsets this batch covers.
+        """
+        await (await self.send(alerts, dead_letters))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 from unittest.mock import patch
 
 import pytest
@@ -65,10 +66,14 @@ async def test_scoring_failure_exits_nonzero_and_commits_nothing(
     assert set((await _committed(config)).values()) == {None}
 
 
-async def test_unacknowledged_alerts_are_not_committed(config_factory: Callable[..., Config]) -> None:
+@pytest.mark.parametrize("fault", ["send raises", "acknowledgement fails"])
+async def test_unacknowledged_alerts_are_not_committed(config_factory: Callable[..., Config], fault: str,
+                                                       unacknowledged_send: Callable[..., Any]) -> None:
     config = config_factory(metrics={"enabled": False})
     daemon = Daemon(config)
-    with patch.object(Publisher, "publish", side_effect=KafkaTimeoutError()):
+    send_fault = (patch.object(Publisher, "send", side_effect=KafkaTimeoutError()) if fault == "send raises"
+                  else patch.object(Publisher, "send", unacknowledged_send))
+    with send_fault:
         exit_code = await _run_until_exit(daemon, config, 50)
     assert exit_code == 1
     assert set((await _committed(config)).values()) == {None}

@@ -31,7 +31,6 @@ from unittest.mock import patch
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
 
 from streamer import app
 from streamer.app import Daemon, Fetched
@@ -224,7 +223,7 @@ async def test_slow_scorer_pauses_fetching_and_still_scores_and_commits_everythi
 
 # ------------------------------------------------------------------ 2. commit frontier
 async def test_failed_publish_of_a_batch_spanning_two_partitions_commits_neither(
-    config_factory: Callable[..., Config],
+    config_factory: Callable[..., Config], unacknowledged_send: Callable[..., Any],
 ) -> None:
     config = config_factory(predictor={"kind": "baseline"}, state={"enabled": False},
                             batching={"max_wait_ms": 2000.0}, metrics={"enabled": False})
@@ -238,13 +237,12 @@ async def test_failed_publish_of_a_batch_spanning_two_partitions_commits_neither
     spans: list[list[int]] = []
     score_items = Daemon._score_items
 
-    async def spy(self: Daemon, items: list[Fetched]) -> None:
+    async def spy(self: Daemon, items: list[Fetched]) -> Any:
         spans.append(sorted({tp.partition for item in items for tp in item.ends}))
-        await score_items(self, items)
+        return await score_items(self, items)
 
     daemon = Daemon(config, metrics=Metrics())
-    with patch.object(Daemon, "_score_items", spy), \
-            patch.object(Publisher, "publish", side_effect=KafkaTimeoutError()):
+    with patch.object(Daemon, "_score_items", spy), patch.object(Publisher, "send", unacknowledged_send):
         code = await asyncio.wait_for(daemon.run(), 60)
     assert code == 1
     assert spans == [[0, 1]]  # one batch, both partitions, and it failed

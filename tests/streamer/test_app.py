@@ -6,20 +6,26 @@ import asyncio
 import logging
 import operator
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import cast
+from types import SimpleNamespace
+from typing import Any, cast
 
 import msgspec
+import numpy as np
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaTimeoutError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from streamer.app import Daemon, Fetched, ScoringThread
+from streamer.bench.fleet import WireRecord
+from streamer.codec import encode_reading
 from streamer.config import MASK, Config, load_config
 from streamer.embedded_broker import free_port
 from streamer.kafka.clients import PartitionPauses
+from streamer.kafka.publisher import Publisher
 from streamer.metrics import Metrics
+from streamer.state.manager import StateManager
 
 TP0, TP1 = TopicPartition("readings", 0), TopicPartition("readings", 1)
 
@@ -308,3 +314,109 @@ def test_scoring_thread_counts_unfinished_jobs_including_failed_and_cancelled_on
     blocker.set()
     executor.shutdown(wait=True)
     assert executor.idle()
+
+
+# --------------------------------------------------------------- unacknowledged batches
+class HeldPublisher:
+    """A publisher whose acknowledgements arrive when the test resolves them, one future per batch."""
+
+    def __init__(self) -> None:
+        self.acks: list[asyncio.Future[Any]] = []
+
+    async def send(self, alerts: object, dead_letters: object) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.acks.append(future)
+        return future
+
+
+def fetched(daemon: Daemon, offset: int, count: int = 3) -> Fetched:
+    """``count`` readings of one device on TP0 starting at ``offset``."""
+    records = [WireRecord(TP0.topic, 0, offset + i, b"pump-1",
+                          encode_reading("pump-1", 1_700_000_000_000 + (offset + i) * 1000, 1.0), 0)
+               for i in range(count)]
+    return Fetched(records, daemon.decoder.decode(records), {TP0: offset + count},
+                   np.zeros(count, dtype=np.int32))
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(what)
+
+
+@pytest.fixture
+async def held_daemon() -> AsyncIterator[tuple[Daemon, HeldPublisher]]:
+    batching: dict[str, object] = {"max_unacked_batches": 2, "max_batch": 3, "max_wait_ms": 0.0}
+    daemon = Daemon(config(batching=batching), metrics=Metrics())
+    publisher = HeldPublisher()
+    daemon._publisher = cast(Publisher, publisher)
+    daemon._active = {TP0}
+    loops = [asyncio.create_task(daemon._score_loop()), asyncio.create_task(daemon._ack_loop())]
+    yield daemon, publisher
+    for loop in loops:
+        loop.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    await daemon._close()
+
+
+async def test_batches_are_scored_while_earlier_acks_wait_and_done_in_fetch_order(
+        held_daemon: tuple[Daemon, HeldPublisher]) -> None:
+    daemon, publisher = held_daemon
+    for batch in range(3):
+        await daemon.batcher.put(fetched(daemon, 3 * batch))
+    # Two batches scored and sent without any acknowledgement; the third waits for room.
+    await until(lambda: len(publisher.acks) == 2, "two batches were not scored")
+    await asyncio.sleep(0.05)
+    assert len(publisher.acks) == 2
+    assert daemon._done == {} and not daemon._idle.is_set()
+    publisher.acks[1].set_result([])  # the second is acknowledged first: nothing is done yet
+    await asyncio.sleep(0.05)
+    assert daemon._done == {}
+    assert len(publisher.acks) == 2  # its room is freed only when it is done, after the first
+    publisher.acks[0].set_result([])
+    await until(lambda: daemon._done.get(TP0) == 6, "the first two batches were not marked done")
+    await until(lambda: len(publisher.acks) == 3, "the third batch was not scored")
+    assert not daemon._idle.is_set()
+    publisher.acks[2].set_result([])
+    await until(lambda: daemon._done.get(TP0) == 9, "the third batch was not marked done")
+    assert daemon._idle.is_set()
+    assert daemon.metrics.registry.get_sample_value("streamer_readings_warmup_total") == 9
+
+
+async def test_a_failed_acknowledgement_keeps_it_and_later_batches_uncommitted(
+        held_daemon: tuple[Daemon, HeldPublisher]) -> None:
+    daemon, publisher = held_daemon
+    for batch in range(2):
+        await daemon.batcher.put(fetched(daemon, 3 * batch))
+    await until(lambda: len(publisher.acks) == 2, "two batches were not scored")
+    publisher.acks[1].set_result([])
+    publisher.acks[0].set_exception(KafkaTimeoutError())
+    await asyncio.sleep(0.05)
+    assert daemon._done == {}
+    assert daemon._state_torn  # state holds both batches: never snapshot it
+
+
+async def test_a_snapshot_waits_for_scored_batches_to_be_acknowledged(
+        held_daemon: tuple[Daemon, HeldPublisher]) -> None:
+    daemon, publisher = held_daemon
+    await daemon.batcher.put(fetched(daemon, 0))
+    await until(lambda: len(publisher.acks) == 1, "the batch was not scored")
+    taken: list[dict[int, int]] = []
+
+    class State:
+        def take(self, positions: dict[int, int]) -> object:
+            taken.append(positions)
+            return SimpleNamespace(values=[])
+
+        async def write(self, snapshot: object) -> None:
+            return None
+
+    daemon.state = cast(StateManager, State())
+    snapshot = asyncio.create_task(daemon.snapshot([TP0]))
+    await asyncio.sleep(0.05)
+    assert not snapshot.done()  # state is ahead of the finished offsets until the acks arrive
+    publisher.acks[0].set_result([])
+    await asyncio.wait_for(snapshot, 5)
+    assert taken == [{0: 3}]
