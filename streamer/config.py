@@ -295,6 +295,9 @@ class LikelihoodConfig(_Section, frozen=True):
     threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.9999
     # Floor of the long-run standard deviation of the averaged raw score.
     min_std: PositiveFloat = 1e-4
+    # Readings after a reported red during which a further red is reported at
+    # the yellow level (still flagged); 0: only an episode's continuation is.
+    quiet_period: NonNegativeInt = 0
     # Where the raw score comes from. residual: the forecast residual,
     # erf(|z|/sqrt(2)). pattern: model-free pattern novelty, 1.0 when the last
     # `pattern_order` readings, quantised to `pattern_buckets` levels of the
@@ -339,6 +342,9 @@ class ThresholdsConfig(_Section, frozen=True):
     range_horizon: Annotated[int, msgspec.Meta(ge=2)] | None = 8640
     # Readings a device must have shown before a reading can be novel.
     range_min_readings: NonNegativeInt = 100
+    # Readings after a novel reading scored 1.0 during which a further novel
+    # reading keeps the method's score (still flagged); 0: every one scores 1.0.
+    range_quiet_period: NonNegativeInt = 0
     dynamic: DynamicThresholdConfig = msgspec.field(default_factory=DynamicThresholdConfig)
     likelihood: LikelihoodConfig = msgspec.field(default_factory=LikelihoodConfig)
 

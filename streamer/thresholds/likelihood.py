@@ -41,7 +41,11 @@ Per device, one reading at a time, vectorised over the slots of a round:
    episode tracker reads it as "the episode continues") but its ``score`` is
    lowered to the yellow level ``1 - sqrt(1 - threshold)`` (0.99 for
    0.9999), below the red line. So one anomaly yields one red *score* while
-   the *decision* stays true for as long as it lasts.
+   the *decision* stays true for as long as it lasts. With
+   ``quiet_period > 0`` a red reading within that many raw scores of the
+   last red reported as red is lowered the same way (and stays flagged):
+   a drifting device whose raw score keeps crossing the line then shows one
+   red score per quiet period, not one per crossing.
 
 Range novelty (a reading beyond its device's recent range) is applied by
 the pipeline after any method: see :mod:`streamer.thresholds.novelty`.
@@ -173,6 +177,13 @@ class LikelihoodStage:
         table.add_field("lik_std", (), np.float64, np.nan)
         table.add_field("lik_since", (), np.int64, 0)  # raw scores since the last estimate
         table.add_field("lik_red", (), np.bool_, False)  # previous raw score was red
+        # Raw-score count at the last red reported with its likelihood; far
+        # in the past until the first one, so that one is always reported.
+        # Declared only when used: the default state layout (and so the
+        # snapshot schema) stays as it was.
+        self.quiet = config.quiet_period
+        if self.quiet:
+            table.add_field("lik_reported", (), np.int64, -(2**62))
 
     def step(self, slots: IndexArray, raw: Float64Array, active: BoolArray) -> LikelihoodStep:
         """Advance each slot by one raw score; rows not ``active`` are left untouched.
@@ -222,7 +233,16 @@ class LikelihoodStage:
         likelihood = np.where(estimated, ndtr(z), NEUTRAL)
         red = estimated & (likelihood >= cfg.threshold)
         was_red = t["lik_red"][slots]
-        score = np.where(red & was_red, self.yellow, likelihood)
+        # A red that continues an episode is shown at the yellow level; so is
+        # one within quiet_period readings of the last red shown as red. NAB
+        # (like an operator) counts only the first alarm of an anomaly, but
+        # every later one outside it as a false alarm.
+        quiet = red & was_red
+        if self.quiet:
+            reported = t["lik_reported"][slots]
+            quiet |= red & (count - reported <= self.quiet)
+            t["lik_reported"][slots[active]] = np.where(red & ~quiet, count, reported)[active]
+        score = np.where(quiet, self.yellow, likelihood)
         bound = np.where(estimated, mean + std * self.z_threshold, 1.0)
 
         # The average of short_window - 1 readings ago joins the history when

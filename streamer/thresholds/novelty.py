@@ -21,6 +21,11 @@ grows to include the reading, so a device that settles at its new level is
 flagged once, not for as long as it stays there. A channel whose range is
 still a single value is never novel (no scale to judge by). NaN readings are
 skipped.
+
+With ``quiet > 0`` (``thresholds.range_quiet_period``) a novel reading within
+``quiet`` readings of the last one that was scored 1.0 keeps the method's
+score: it is still flagged, but a slow drift that pushes the range outwards
+every few readings shows one top score, not a burst of them.
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ class RangeNovelty:
     """
 
     def __init__(self, table: SlotTable, channels: int, margin: float,
-                 horizon: int | None = None, min_readings: int = 0) -> None:
+                 horizon: int | None = None, min_readings: int = 0, quiet: int = 0) -> None:
         self.table = table
         self.margin = margin
+        self.quiet = quiet
         self.block = None if horizon is None else max(horizon // 2, 1)
         self.min_readings = min_readings
         table.add_field("nov_min", (channels,), np.float64, np.nan)  # current block
@@ -60,6 +66,11 @@ class RangeNovelty:
         table.add_field("nov_prev_min", (channels,), np.float64, np.nan)  # previous block
         table.add_field("nov_prev_max", (channels,), np.float64, np.nan)
         table.add_field("nov_count", (), np.int64, 0)  # readings seen
+        if quiet:
+            # Reading count at the last novel reading reported with
+            # NOVEL_SCORE; declared only when used, so the default state
+            # layout (and snapshot schema) is unchanged.
+            table.add_field("nov_reported", (), np.int64, -(2**62))
 
     def update(self, slots: IndexArray, values: Float64Array) -> tuple[BoolArray, npt.NDArray[np.intp]]:
         """Judge ``values`` (n, channels) against each slot's range, then widen the range.
@@ -100,17 +111,39 @@ class RangeNovelty:
         t["nov_max"][slots] = current_high
         return novel, channel
 
+    def report(self, slots: IndexArray, novel: BoolArray) -> BoolArray:
+        """Which ``novel`` rows (just judged by :meth:`update`) are reported with ``NOVEL_SCORE``.
+
+        A novel reading within ``quiet`` readings of the device's last
+        reported one is not: a drift that keeps nudging the range outwards
+        (a warming machine, a growing audience) then costs one report, not
+        one every few readings. It stays flagged. With ``quiet=0`` every
+        novel reading is reported.
+        """
+        if not self.quiet:
+            return novel
+        t = self.table
+        count = t["nov_count"][slots]  # update() has counted the reading already
+        reported = t["nov_reported"][slots]
+        shown: BoolArray = novel & (count - reported > self.quiet)
+        t["nov_reported"][slots[shown]] = count[shown]
+        return shown
+
 
 def make_novelty(table: SlotTable, channels: int, config: ThresholdsConfig) -> RangeNovelty | None:
     """The range novelty ``config`` asks for (``range_margin: null`` turns it off)."""
     if config.range_margin is None:
         return None
-    return RangeNovelty(table, channels, config.range_margin, config.range_horizon, config.range_min_readings)
+    return RangeNovelty(table, channels, config.range_margin, config.range_horizon, config.range_min_readings,
+                        config.range_quiet_period)
 
 
 def apply_novelty(novelty: RangeNovelty, slots: IndexArray, values: Float64Array, scored: BoolArray,
                   decision: ThresholdResult) -> ThresholdResult:
     """``decision`` with the novel readings among ``scored`` ones raised to score 1.0 and flagged.
+
+    A novel reading in its device's quiet period (:meth:`RangeNovelty.report`)
+    is flagged but keeps the method's score.
 
     The range learns from every reading, warm-up included; only scored rows
     (past warm-up) may be novel. The method's own state is untouched: a novel
@@ -120,8 +153,9 @@ def apply_novelty(novelty: RangeNovelty, slots: IndexArray, values: Float64Array
     novel &= scored
     if not novel.any():
         return decision
+    shown = novelty.report(slots, novel)
     return ThresholdResult(
-        score=np.where(novel, NOVEL_SCORE, decision.score),
+        score=np.where(shown, NOVEL_SCORE, decision.score),
         anomalous=decision.anomalous | novel,
         channel=np.where(novel, channel, decision.channel),
         smoothed=decision.smoothed,

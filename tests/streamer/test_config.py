@@ -283,3 +283,18 @@ def test_scoring_runs_on_a_thread_only_for_backends_that_release_the_gil(
         "STREAMER__PREDICTOR__LSTM__BACKEND": backend,
     })
     assert config.runtime.scores_on_thread(config.predictor) is on_thread
+
+
+def test_quiet_periods_load_and_must_not_be_negative(tmp_path: Path) -> None:
+    text = "thresholds:\n  range_quiet_period: 20\n  likelihood:\n    quiet_period: 1000\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.thresholds.range_quiet_period == 20
+    assert config.thresholds.likelihood.quiet_period == 1000
+    assert Config().thresholds.range_quiet_period == 0  # off unless asked for
+    assert Config().thresholds.likelihood.quiet_period == 0
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "thresholds:\n  range_quiet_period: -1\n"), environ={})
+    assert info.value.key_path == "thresholds.range_quiet_period"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "thresholds:\n  likelihood:\n    quiet_period: -5\n"), environ={})
+    assert info.value.key_path == "thresholds.likelihood.quiet_period"

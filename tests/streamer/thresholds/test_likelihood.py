@@ -1,6 +1,7 @@
 import pickle
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -162,6 +163,60 @@ def test_red_again_after_a_calm_reading_is_reported_red() -> None:
     for run in (first, second):
         reds = [r.score[0] >= 0.9999 for r in run if r.anomalous[0]]
         assert reds[0] and not any(reds[1:])
+
+
+def bursts(threshold: AnomalyLikelihood) -> list[list[ThresholdResult]]:
+    """Two bursts 55 readings apart (the second starts 40 calm readings after the first ends)."""
+    feed(threshold, calm(200, seed=8))
+    first = feed(threshold, calm(15, seed=9) + 8.0)
+    feed(threshold, calm(40, seed=10))
+    second = feed(threshold, calm(15, seed=11) + 8.0)
+    return [first, second]
+
+
+def test_quiet_period_shows_a_red_near_the_last_shown_red_at_yellow_but_keeps_the_flag() -> None:
+    loud_threshold = make(**SMALL)
+    loud = bursts(loud_threshold)
+    quiet_threshold = make(**SMALL, quiet_period=100)
+    quiet = bursts(quiet_threshold)
+    # Same decisions with and without the quiet period: only scores differ.
+    for plain_run, quiet_run in zip(loud, quiet, strict=True):
+        assert [bool(r.anomalous[0]) for r in plain_run] == [bool(r.anomalous[0]) for r in quiet_run]
+    first, second = quiet
+    assert max(r.score[0] for r in first) >= 0.9999  # the first red is shown
+    flagged = [r for r in second if r.anomalous[0]]
+    assert flagged  # the second burst is still flagged...
+    assert all(r.score[0] == yellow_level(0.9999) for r in flagged)  # ...but shown at yellow
+    # And it learned exactly what the loud one learned.
+    for name in (*HISTORY, *RESIDUAL, "lik_mean", "lik_std"):
+        np.testing.assert_array_equal(quiet_threshold.table[name], loud_threshold.table[name], err_msg=name)
+
+
+def test_quiet_period_ends_after_its_readings() -> None:
+    # The second burst's first red comes about 55 raw scores after the first one's.
+    first, second = bursts(make(**SMALL, quiet_period=50))
+    assert max(r.score[0] for r in first) >= 0.9999
+    reds = [r.score[0] >= 0.9999 for r in second if r.anomalous[0]]
+    assert reds[0] and not any(reds[1:])
+
+
+def test_quiet_period_leaves_the_default_state_layout_alone() -> None:
+    assert "lik_reported" not in make().table
+    assert "lik_reported" in make(quiet_period=5).table
+
+
+def test_quiet_period_applies_to_likelihood_of_scores() -> None:
+    config = LikelihoodConfig(history=500, learning_period=100, reestimation_period=20, quiet_period=200)
+    raw = np.random.default_rng(25).random(1300)
+    raw[1000:1030] = 1.0
+    raw[1100:1130] = 1.0  # a second burst within the quiet period
+    score, flags = likelihood_of_scores(raw, config)
+    assert flags[1000:1030].any() and flags[1100:1130].any()
+    assert (score[1000:1030] >= 0.9999).sum() == 1
+    assert not (score[1030:] >= 0.9999).any()
+    loud, loud_flags = likelihood_of_scores(raw, msgspec.structs.replace(config, quiet_period=0))
+    np.testing.assert_array_equal(flags, loud_flags)
+    assert (loud[1100:1130] >= 0.9999).sum() == 1
 
 
 def test_flagged_readings_do_not_change_the_estimate() -> None:

@@ -56,7 +56,9 @@ def test_make_novelty_follows_the_config() -> None:
     novelty = make_novelty(SlotTable(1), 1, ThresholdsConfig(range_margin=0.5, range_horizon=None,
                                                              range_min_readings=7))
     assert novelty is not None
-    assert (novelty.margin, novelty.block, novelty.min_readings) == (0.5, None, 7)
+    assert (novelty.margin, novelty.block, novelty.min_readings, novelty.quiet) == (0.5, None, 7, 0)
+    quiet = make_novelty(SlotTable(1), 1, ThresholdsConfig(range_margin=0.5, range_quiet_period=20))
+    assert quiet is not None and quiet.quiet == 20
 
 
 def decision(n: int) -> ThresholdResult:
@@ -77,3 +79,37 @@ def test_apply_novelty_raises_only_scored_novel_rows() -> None:
     assert result.channel.tolist() == [1, 0, 0]
     # The unscored row still taught its range.
     assert novelty.table["nov_max"][2].tolist() == [1.0, 3.0]
+
+
+def test_quiet_period_keeps_the_flag_but_not_the_top_score() -> None:
+    # A ramp: every reading is a new maximum, so every one is novel.
+    novelty = RangeNovelty(SlotTable(1), channels=1, margin=0.0, quiet=3)
+    slot = np.array([0])
+    everyone = np.ones(1, bool)
+    apply_novelty(novelty, slot, np.array([[0.0]]), everyone, decision(1))
+    results = [apply_novelty(novelty, slot, np.array([[float(v)]]), everyone, decision(1))
+               for v in range(1, 11)]
+    assert [bool(r.anomalous[0]) for r in results[1:]] == [True] * 9
+    # The first novel reading (value 2) scores 1.0, the next three keep the
+    # method's 0.25, then the quiet period is over.
+    assert [float(r.score[0]) for r in results[1:]] == [
+        NOVEL_SCORE, 0.25, 0.25, 0.25, NOVEL_SCORE, 0.25, 0.25, 0.25, NOVEL_SCORE]
+
+
+def test_quiet_period_is_per_device_and_counts_readings_not_novelties() -> None:
+    novelty = RangeNovelty(SlotTable(2), channels=1, margin=0.5, quiet=2)
+    slots = np.array([0, 1])
+    everyone = np.ones(2, bool)
+    for row in ([0.0, 0.0], [1.0, 1.0]):
+        apply_novelty(novelty, slots, np.array([[v] for v in row]), everyone, decision(2))
+    # Slot 0 jumps at once; slot 1 two readings later, while slot 0 jumps again inside its quiet period.
+    rows = [[5.0, 0.5], [0.5, 0.5], [20.0, 5.0], [0.5, 0.5], [60.0, 0.5]]
+    scores = [apply_novelty(novelty, slots, np.array([[v] for v in row]), everyone, decision(2))
+              .score.tolist() for row in rows]
+    assert [s[0] for s in scores] == [NOVEL_SCORE, 0.25, 0.25, 0.25, NOVEL_SCORE]
+    assert [s[1] for s in scores] == [0.25, 0.25, NOVEL_SCORE, 0.25, 0.25]
+
+
+def test_quiet_period_leaves_the_default_state_layout_alone() -> None:
+    assert "nov_reported" not in RangeNovelty(SlotTable(1), 1, margin=0.1).table
+    assert "nov_reported" in RangeNovelty(SlotTable(1), 1, margin=0.1, quiet=1).table
