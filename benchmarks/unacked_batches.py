@@ -1,0 +1,129 @@
+"""Throughput of the daemon's score and acknowledgement loops against a broker that acknowledges late.
+
+The daemon's own ``_score_loop`` and ``_ack_loop`` run on pre-fetched,
+pre-decoded batches (4,096 readings of a 1,000-device fleet each, the
+shipped LSTM, default thresholds) with a publisher whose acknowledgement of
+each batch arrives ``delay`` milliseconds after it is sent, as from a broker
+a network hop away with every batch carrying alerts (an alert storm). For each
+delay it times ``batching.max_unacked_batches`` = 1 (wait for each batch's
+acknowledgements before scoring the next: the behaviour before the setting
+existed) and the default 4, alternating, best of ``--repeats``. No Kafka:
+what is measured is how much acknowledgement waiting the scoring hides.
+
+Usage::
+
+    python benchmarks/unacked_batches.py --json benchmarks/unacked-batches.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+import numpy as np
+from aiokafka import TopicPartition
+
+from streamer.app import Daemon, Fetched
+from streamer.bench.fleet import WireRecord
+from streamer.bench.machine import machine_record
+from streamer.codec import encode_reading
+from streamer.config import Config, load_config
+from streamer.kafka.publisher import Publisher
+from streamer.metrics import Metrics
+
+TP = TopicPartition("readings", 0)
+DEVICES = 1_000
+BATCH = 4_096
+
+
+class LatePublisher:
+    """Acknowledges each batch ``delay_s`` after it is sent."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    async def send(self, alerts: object, dead_letters: object) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        loop.call_later(self.delay_s, future.set_result, [])
+        return future
+
+
+def batches(daemon: Daemon, count: int, start_step: int) -> list[Fetched]:
+    """``count`` fetches of :data:`BATCH` readings, every device in turn, consecutive offsets."""
+    rng = np.random.default_rng(start_step)
+    out = []
+    for index in range(count):
+        base = (start_step + index) * BATCH
+        records = []
+        for i in range(BATCH):
+            n = base + i
+            device = f"dev-{n % DEVICES}"
+            ts = 1_700_000_000_000 + (n // DEVICES) * 1000
+            records.append(WireRecord(TP.topic, 0, n, device.encode(),
+                                      encode_reading(device, ts, float(rng.normal(50.0, 5.0))), ts))
+        out.append(Fetched(records, daemon.decoder.decode(records, time.time()), {TP: base + BATCH},
+                           np.zeros(BATCH, dtype=np.int32)))
+    return out
+
+
+async def measure(config: Config, delay_ms: float, unacked: int, warm: int, timed: int) -> float:
+    """Readings per second over ``timed`` batches after ``warm`` untimed ones."""
+    batching = msgspec.structs.replace(config.batching, max_unacked_batches=unacked, max_wait_ms=0.0)
+    daemon = Daemon(msgspec.structs.replace(config, batching=batching), metrics=Metrics())
+    daemon._publisher = cast(Publisher, LatePublisher(delay_ms / 1000.0))
+    daemon._active = {TP}
+    warm_batches = batches(daemon, warm, 0)
+    timed_batches = batches(daemon, timed, warm)
+    loops = [asyncio.create_task(daemon._score_loop()), asyncio.create_task(daemon._ack_loop())]
+    try:
+        for fetched in warm_batches:
+            await daemon.batcher.put(fetched)
+        await _until_done(daemon, warm * BATCH)
+        started = time.perf_counter()
+        for fetched in timed_batches:
+            await daemon.batcher.put(fetched)
+        await _until_done(daemon, (warm + timed) * BATCH)
+        elapsed = time.perf_counter() - started
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        await daemon._close()
+    return timed * BATCH / elapsed
+
+
+async def _until_done(daemon: Daemon, offset: int) -> None:
+    while daemon._done.get(TP, 0) < offset:
+        await asyncio.sleep(0.0005)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delays-ms", type=float, nargs="+", default=[0.0, 2.0, 5.0, 20.0])
+    parser.add_argument("--batches", type=int, default=40, help="timed batches per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    config = load_config(None, environ={})
+    results = []
+    for delay in args.delays_ms:
+        best: dict[int, float] = {}
+        for _ in range(args.repeats):
+            for unacked in (1, 4):
+                rate = asyncio.run(measure(config, delay, unacked, warm=10, timed=args.batches))
+                best[unacked] = max(best.get(unacked, 0.0), rate)
+        results.append({"ack_delay_ms": delay, "readings_per_s_unacked_1": round(best[1]),
+                        "readings_per_s_unacked_4": round(best[4]), "ratio": round(best[4] / best[1], 3)})
+        print(results[-1], flush=True)  # noqa: T201  # a benchmark script's progress
+    args.json.write_text(json.dumps({"benchmark": "unacked_batches", **machine_record(),
+                                     "devices": DEVICES, "batch": BATCH, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
