@@ -298,3 +298,12 @@ def test_quiet_periods_load_and_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "thresholds:\n  likelihood:\n    quiet_period: -5\n"), environ={})
     assert info.value.key_path == "thresholds.likelihood.quiet_period"
+
+
+def test_max_unacked_batches_is_at_least_one(tmp_path: Path) -> None:
+    assert Config().batching.max_unacked_batches == 4
+    config = load_config(write(tmp_path, "batching:\n  max_unacked_batches: 1\n"), environ={})
+    assert config.batching.max_unacked_batches == 1
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "batching:\n  max_unacked_batches: 0\n"), environ={})
+    assert info.value.key_path == "batching.max_unacked_batches"
