@@ -63,6 +63,10 @@ def test_e2e_record_has_the_fields_the_checks_read(e2e_record: dict[str, Any]) -
         record["streamer_max_readings_per_s"] / record["raw_aiokafka_max_readings_per_s"], rel=1e-2)
     assert set(record["targets"]) == {"vs_raw", "vs_naive", "p99_ms_at_10000"}
     assert record["targets"]["p99_ms_at_10000"]["met"] is None  # no 10K load in this run
+    # The raw path ran before and after the daemon; the upper bound is the mean of the two.
+    before, after = record["raw"]["runs_readings_per_s"]
+    assert before > 0 and after > 0
+    assert record["raw_aiokafka_max_readings_per_s"] == pytest.approx((before + after) / 2, rel=1e-3)
 
 
 def test_e2e_every_path_read_the_whole_backlog_and_the_daemon_exited_cleanly(
