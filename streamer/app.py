@@ -236,11 +236,9 @@ class Daemon:
         self._score_lock = asyncio.Lock()
         self._state_torn = False  # a batch failed midway: in-memory state is ahead of its offsets
         # Scored batches awaiting their acknowledgements, in fetch order (see _ack_loop).
+        # Its join() returns once every batch put so far is done.
         self._unacked: asyncio.Queue[_Unacked | None] = asyncio.Queue()
         self._unacked_room = asyncio.Semaphore(config.batching.max_unacked_batches)
-        self._unacked_count = 0
-        self._all_acked = asyncio.Event()
-        self._all_acked.set()
         self._taken = 0  # batches taken from the batcher and not yet done (scored and acknowledged)
         self._active: set[TopicPartition] = set()  # assigned, state in place: scored and committed
         self._suspended: dict[TopicPartition, int | None] = {}  # revoked, state kept at this offset
@@ -469,8 +467,6 @@ class Daemon:
                     raise
                 if unacked is not None:
                     # Under the lock: a snapshot taken next waits for this batch's acknowledgements.
-                    self._unacked_count += 1
-                    self._all_acked.clear()
                     self._unacked.put_nowait(unacked)
             if unacked is None:
                 self._batch_finished()
@@ -508,6 +504,7 @@ class Daemon:
         while True:
             batch = await self._unacked.get()
             if batch is None:
+                self._unacked.task_done()
                 return
             try:
                 await batch.acks
@@ -516,9 +513,7 @@ class Daemon:
                 raise
             self._record(batch.result, batch.letters, batch.batch_seconds, batch.readings)
             self._mark_done(batch.items)
-            self._unacked_count -= 1
-            if self._unacked_count == 0:
-                self._all_acked.set()
+            self._unacked.task_done()
             self._batch_finished()
 
     def _batch_finished(self) -> None:
@@ -673,7 +668,7 @@ class Daemon:
             return
         async with self._score_lock:
             # State holds every scored batch; the stamps must be offsets whose work is done.
-            await self._all_acked.wait()
+            await self._unacked.join()
             if self._state_torn:
                 return
             positions = {tp.partition: self._done[tp] for tp in partitions
