@@ -308,6 +308,12 @@ class LikelihoodConfig(_Section, frozen=True):
     pattern_buckets: Annotated[int, msgspec.Meta(ge=1, le=62)] = 6
     pattern_order: Annotated[int, msgspec.Meta(ge=1, le=4)] = 2
     pattern_learning: Annotated[int, msgspec.Meta(ge=4)] = 288
+    # pattern: add the level of a moving average of the readings (span
+    # pattern_context_span readings, `pattern_context_buckets` levels of the
+    # same range, +2 beyond it) to each pattern, so that a pair of levels is
+    # also judged by where the signal has been lately. null: off.
+    pattern_context_span: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    pattern_context_buckets: Annotated[int, msgspec.Meta(ge=1, le=62)] = 2
 
 
 class ThresholdsConfig(_Section, frozen=True):

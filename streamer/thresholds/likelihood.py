@@ -328,7 +328,8 @@ class AnomalyLikelihood:
         # source: pattern: the raw score is pattern novelty of the readings.
         self.pattern = (
             PatternNovelty(table, channels, self.config.pattern_buckets, self.config.pattern_order,
-                           self.config.pattern_learning)
+                           self.config.pattern_learning, self.config.pattern_context_span,
+                           self.config.pattern_context_buckets)
             if self.config.source == "pattern" else None)
 
     def update(self, slots: IndexArray, residual: Float64Array, scored: BoolArray,

@@ -27,6 +27,16 @@ Per device and channel:
    likelihood (:class:`streamer.thresholds.likelihood.LikelihoodStage`)
    judges a burst of novel patterns against that rate.
 
+*Context* (optional, ``context_span``): the pattern code also carries the
+level of an exponentially weighted moving average of the readings (span
+``context_span``, over every valid reading, as it stood before the current
+one), quantised to ``context_buckets`` levels of the same frozen range (plus
+the two beyond it). A pair of levels that is ordinary at the device's usual
+operating point but never seen while the signal sits elsewhere (a daily
+shape at the wrong time, a burst in a quiet regime) is then novel. It
+multiplies the codes by ``context_buckets + 2`` (256 bytes per channel with
+the defaults and 2 context buckets) and adds one float per channel.
+
 Until a device has ``learning`` readings there is no raw score (NaN); its
 first pattern ends with the first reading after them (``learning >= order``,
 so the earlier readings of that pattern exist). Rows with a NaN value on any
@@ -53,15 +63,22 @@ class PatternNovelty:
     [nan, nan, nan, nan, 1.0, 1.0, 1.0, 0.0, 0.0]
     """
 
-    def __init__(self, table: SlotTable, channels: int, buckets: int, order: int, learning: int) -> None:
+    def __init__(self, table: SlotTable, channels: int, buckets: int, order: int, learning: int,
+                 context_span: int | None = None, context_buckets: int = 2) -> None:
         if buckets < 1 or order < 1 or learning < order:
             raise ValueError("buckets and order must be >= 1 and learning >= order")
+        if context_span is not None and (context_span < 1 or context_buckets < 1):
+            raise ValueError("context_span and context_buckets must be >= 1")
         self.table = table
         self.buckets = buckets
         self.order = order
         self.learning = learning
         self.levels = buckets + 2
-        codes = self.levels**order
+        self.context_span = context_span
+        self.context_buckets = context_buckets
+        # Context levels per code: 1 (no context) or context_buckets + 2.
+        self.context_levels = 1 if context_span is None else context_buckets + 2
+        codes = self.levels**order * self.context_levels
         # Place value of each of the last `order` levels (oldest first) in a code.
         self.place = self.levels ** np.arange(order - 1, -1, -1, dtype=np.int64)
         table.add_field("pat_low", (channels,), np.float64, np.inf)
@@ -70,12 +87,22 @@ class PatternNovelty:
         table.add_field("pat_prev", (channels, order - 1), np.float64, np.nan)
         table.add_field("pat_seen", (channels, codes), np.bool_, False)
         table.add_field("pat_count", (), np.int64, 0)  # readings seen
+        if context_span is not None:
+            self.context_alpha = 2.0 / (context_span + 1.0)
+            # Moving average of the readings; declared only when used, so the
+            # default state layout (and snapshot schema) is unchanged.
+            table.add_field("pat_context", (channels,), np.float64, np.nan)
 
-    def level(self, values: Float64Array, low: Float64Array, high: Float64Array) -> npt.NDArray[np.int64]:
-        """Level in ``[0, buckets + 1]`` of ``values`` against ranges ``low``/``high`` (broadcast)."""
+    def level(self, values: Float64Array, low: Float64Array, high: Float64Array,
+              buckets: int | None = None) -> npt.NDArray[np.int64]:
+        """Level in ``[0, buckets + 1]`` of ``values`` against ranges ``low``/``high`` (broadcast).
+
+        ``buckets`` defaults to the pattern's own.
+        """
+        buckets = self.buckets if buckets is None else buckets
         width = np.where(high > low, high - low, 1.0)
-        scaled = np.minimum(np.floor((values - low) / width * self.buckets), self.buckets - 1)
-        scaled = np.where(values > high, self.buckets, np.maximum(scaled, -1))
+        scaled = np.minimum(np.floor((values - low) / width * buckets), buckets - 1)
+        scaled = np.where(values > high, buckets, np.maximum(scaled, -1))
         return (scaled + 1).astype(np.int64)
 
     def update(self, slots: IndexArray, values: Float64Array) -> Float64Array:
@@ -109,12 +136,22 @@ class PatternNovelty:
             lo = low[judged][:, :, None]
             hi = high[judged][:, :, None]
             code = self.level(window, lo, hi) @ self.place  # (rows, channels)
+            if self.context_span is not None:
+                # The average as it stood before this reading.
+                context = self.level(t["pat_context"][rows], low[judged], high[judged], self.context_buckets)
+                code = code * self.context_levels + context
             channel = np.arange(values.shape[1])[None, :]
             seen = t["pat_seen"]
             novel = ~seen[rows[:, None], channel, code]
             seen[rows[:, None], channel, code] = True
             raw[judged] = novel.mean(axis=1)
 
+        if self.context_span is not None:
+            rows = slots[valid]
+            average = t["pat_context"][rows]
+            current = values[valid]
+            t["pat_context"][rows] = np.where(np.isnan(average), current,
+                                              average + self.context_alpha * (current - average))
         if self.order > 1:
             rows = slots[valid]
             shifted = np.concatenate([prev[valid][:, :, 1:], values[valid][:, :, None]], axis=2)

@@ -307,3 +307,18 @@ def test_max_unacked_batches_is_at_least_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "batching:\n  max_unacked_batches: 0\n"), environ={})
     assert info.value.key_path == "batching.max_unacked_batches"
+
+
+def test_pattern_context_loads_and_is_off_by_default(tmp_path: Path) -> None:
+    text = "thresholds:\n  likelihood:\n    pattern_context_span: 175\n    pattern_context_buckets: 2\n"
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.thresholds.likelihood.pattern_context_span == 175
+    assert config.thresholds.likelihood.pattern_context_buckets == 2
+    assert Config().thresholds.likelihood.pattern_context_span is None
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "thresholds:\n  likelihood:\n    pattern_context_span: 0\n"), environ={})
+    assert info.value.key_path == "thresholds.likelihood.pattern_context_span"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "thresholds:\n  likelihood:\n    pattern_context_buckets: 0\n"),
+                    environ={})
+    assert info.value.key_path == "thresholds.likelihood.pattern_context_buckets"

@@ -33,7 +33,7 @@ DEVICES = [f"dev-{i}" for i in range(6)]
 
 
 def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zscore",
-                window: int = 64, source: str = "residual") -> Config:
+                window: int = 64, source: str = "residual", context_span: int | None = None) -> Config:
     base = load_config(None, environ={})
     replace = msgspec.structs.replace
     predictor = replace(base.predictor, kind=kind, lstm=replace(base.predictor.lstm, mode=mode))
@@ -42,7 +42,7 @@ def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zs
     thresholds = replace(base.thresholds, method=method, warmup=30, range_margin=0.02, range_min_readings=20,
                          likelihood=replace(base.thresholds.likelihood, history=200, learning_period=40,
                                             reestimation_period=10, source=source,
-                                            pattern_learning=40))
+                                            pattern_learning=40, pattern_context_span=context_span))
     return replace(base, predictor=predictor, thresholds=thresholds,
                    buffers=replace(base.buffers, window=window, initial_devices=4))
 
@@ -110,6 +110,9 @@ CASES = [
     pytest.param({"kind": "lstm", "mode": "stateful", "method": "likelihood"}, id="lstm-stateful-likelihood"),
     pytest.param({"kind": "lstm", "mode": "stateful", "method": "likelihood", "source": "pattern"},
                  id="lstm-stateful-likelihood-pattern"),
+    pytest.param({"kind": "lstm", "mode": "stateful", "method": "likelihood", "source": "pattern",
+                  "context_span": 10},
+                 id="lstm-stateful-likelihood-pattern-context"),
     pytest.param({"kind": "lstm", "mode": "window", "method": "zscore", "window": 16}, id="lstm-window"),
     pytest.param({"kind": "baseline", "method": "zscore"}, id="baseline-zscore"),
 ]

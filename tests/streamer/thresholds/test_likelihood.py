@@ -512,3 +512,17 @@ def test_pattern_source_ignores_the_residual() -> None:
     quiet = [r.score[0] for r in feed_values(make(**PATTERN), values, residual=0.0)]
     loud = [r.score[0] for r in feed_values(make(**PATTERN), values, residual=1e6)]
     np.testing.assert_array_equal(quiet, loud)
+
+
+def test_pattern_context_is_passed_to_the_pattern_and_off_by_default() -> None:
+    plain = make(**PATTERN)
+    assert plain.pattern is not None and plain.pattern.context_span is None
+    assert "pat_context" not in plain.table
+    threshold = make(**PATTERN, pattern_context_span=20, pattern_context_buckets=3)
+    assert threshold.pattern is not None
+    assert (threshold.pattern.context_span, threshold.pattern.context_buckets) == (20, 3)
+    # The context multiplies the codes: (4 + 2) ** 2 pairs times 3 + 2 context levels.
+    assert threshold.table["pat_seen"].shape[-1] == 36 * 5
+    # A calm cycle stays calm with the context too.
+    results = feed_values(threshold, noisy_cycle(600, 3))
+    assert not any(bool(r.anomalous[0]) for r in results[300:])

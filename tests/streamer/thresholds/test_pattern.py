@@ -107,3 +107,49 @@ def test_state_is_bounded() -> None:
 def test_rejects_a_learning_period_shorter_than_a_pattern() -> None:
     with pytest.raises(ValueError, match="learning"):
         make(order=3, learning=2)
+
+
+def test_no_context_field_unless_asked_for() -> None:
+    assert "pat_context" not in make().table
+    assert "pat_context" in PatternNovelty(SlotTable(1), 1, 4, 2, 8, context_span=3).table
+
+
+def test_context_is_the_moving_average_before_the_reading() -> None:
+    pattern = PatternNovelty(SlotTable(1), 1, buckets=4, order=2, learning=4, context_span=3)
+    values = np.array([0.0, 3.0, 1.0, 2.0, 2.0, 0.0])
+    feed(pattern, values)
+    expected = values[0]
+    for value in values[1:]:
+        expected += 0.5 * (value - expected)  # alpha = 2 / (span + 1)
+    assert pattern.table["pat_context"][0, 0] == pytest.approx(expected)
+
+
+def test_a_known_pair_is_novel_where_the_signal_has_not_been_lately() -> None:
+    # Range [0, 3] from the first 4 readings; then a long 0/1 alternation in
+    # the lower half, a spell at 2, and the same alternation again.
+    values = np.concatenate([[0.0, 3.0, 0.0, 3.0], np.tile([0.0, 1.0], 20), np.full(20, 2.0),
+                             [0.0, 1.0, 0.0]])
+    plain = feed(make(buckets=6, learning=4), values)
+    context = feed(PatternNovelty(SlotTable(4), 1, 6, 2, 4, context_span=9, context_buckets=2), values)
+    back = len(values) - 3  # the first 0 after the spell
+    # (2, 0) was never seen either way.
+    assert plain[back] == 1.0
+    assert context[back] == 1.0
+    # (0, 1) is an old pair, but the average (0.8 * 2 after the 0) is still in the upper half.
+    assert plain[back + 1] == 0.0
+    assert context[back + 1] == 1.0
+    # The alternation itself is learned in its own regime all the same.
+    assert (context[20:44] == 0.0).all()
+
+
+def test_context_multiplies_the_codes() -> None:
+    pattern = PatternNovelty(SlotTable(1), 2, buckets=4, order=2, learning=4,
+                             context_span=10, context_buckets=3)
+    assert pattern.table["pat_seen"].shape == (1, 2, 6**2 * 5)
+
+
+def test_rejects_an_empty_context() -> None:
+    with pytest.raises(ValueError, match="context"):
+        PatternNovelty(SlotTable(1), 1, 4, 2, 8, context_span=0)
+    with pytest.raises(ValueError, match="context"):
+        PatternNovelty(SlotTable(1), 1, 4, 2, 8, context_span=5, context_buckets=0)
