@@ -1,4 +1,4 @@
-"""Publishes alerts and dead letters and waits for the broker's acknowledgement."""
+"""Publishes alerts and dead letters; the caller waits for the broker's acknowledgement."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ class Publisher:
         batch's records follow them), with a future that completes when all
         are acknowledged.
 
+        Until that future completes, the offsets this batch covers must not
+        be committed.
+
         Raises:
             KafkaError: A record could not be enqueued.
         """
@@ -47,14 +50,3 @@ class Publisher:
             for key, letter in dead_letters
         ])
         return asyncio.gather(*pending)
-
-    async def publish(
-        self, alerts: Sequence[Alert], dead_letters: Sequence[tuple[bytes | None, DeadLetter]]
-    ) -> None:
-        """:meth:`send`, then wait for every acknowledgement.
-
-        Raises:
-            KafkaError: A record was not acknowledged; the caller must not
-                commit the offsets this batch covers.
-        """
-        await (await self.send(alerts, dead_letters))
