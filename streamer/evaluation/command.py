@@ -1,4 +1,4 @@
-"""``streamer evaluate nab | telemanom | csv``: labelled data through the production scoring path."""
+"""``streamer evaluate nab | telemanom | skab | csv``: labelled data through the production scoring path."""
 
 from __future__ import annotations
 
@@ -43,14 +43,14 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     # None: the corpus' default (TrainingOptions, or NAB_TRAINING for nab).
     model.add_argument("--epochs", type=int, default=None,
                        help="most training epochs; training stops early when the held-out loss stops "
-                            "improving (default 10; nab: 20)")
+                            "improving (default 10; nab, skab: 20)")
     model.add_argument("--range-margin", type=float, default=None,
                        help="turn on range novelty with this margin (thresholds.range_margin; "
                             "default: the config's, off)")
     model.add_argument("--seed", type=int, default=7, help="training seed (default 7)")
     model.add_argument("--window", type=int, default=32, help="training sequence length (default 32)")
     model.add_argument("--stride", type=int, default=None,
-                       help="steps between training sequence starts (default window/4; nab: 2)")
+                       help="steps between training sequence starts (default window/4; nab, skab: 2)")
     model.add_argument("--units", type=int, default=32, help="LSTM units per layer (default 32)")
     model.add_argument("--layers", type=int, default=1, help="stacked LSTM layers (default 1)")
     model.add_argument("--max-sequences", type=int, default=60_000,
@@ -78,6 +78,20 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     telemanom.add_argument("--labels", type=Path, required=True, help="labeled_anomalies.csv")
     telemanom.add_argument("--out", type=Path, default=None, help="where to keep the trained bundle")
     telemanom.set_defaults(command="evaluate telemanom", handler=cmd_telemanom)
+
+    skab = corpora.add_parser(
+        "skab", parents=[common, model], help="Skoltech Anomaly Benchmark (SKAB v0.9)",
+        description="Trains one forecaster on the first 400 rows of every experiment (SKAB's training "
+                    "split), replays all 34 experiments as one fleet, and scores the test rows as SKAB "
+                    "does: point-wise F1, FAR and MAR, and its NAB variant on detected changepoints.")
+    skab.add_argument("--data", type=Path, required=True,
+                      help="corpus root (holds valve1/, valve2/, other/)")
+    skab.add_argument("--out", type=Path, default=None,
+                      help="where to keep the trained bundle (default skab-bundle)")
+    skab.add_argument("--window-seconds", type=int, default=60,
+                      help="changepoint window to the right of each labelled changepoint (default 60; "
+                           "SKAB's notebooks use 30, reported too)")
+    skab.set_defaults(command="evaluate skab", handler=cmd_skab)
 
     csv_parser = corpora.add_parser(
         "csv", parents=[common, model], help="your own readings file and labelled windows",
@@ -234,6 +248,13 @@ def cmd_csv(args: argparse.Namespace, config: Config) -> int:
     _write_json(args.json, document)
     _print_event_table("device", document["devices"], document)
     return 0
+
+
+def cmd_skab(args: argparse.Namespace, config: Config) -> int:
+    """``streamer evaluate skab`` (wired in :mod:`streamer.evaluation.skab_run`)."""
+    from streamer.evaluation.skab_run import run_skab
+
+    return run_skab(args, config)
 
 
 def cmd_nab(args: argparse.Namespace, config: Config) -> int:
