@@ -37,7 +37,9 @@ def build_forecaster(spec: ArchitectureSpec, *, seed: int = 0) -> Any:
     """
     # Imported here: loading a bundle for the numpy backend must not import
     # Keras (and with it TensorFlow, half a gigabyte on an edge node).
-    import keras
+    from models.tf_runtime import load_keras
+
+    keras = load_keras()
 
     initializer_seed = seed
     inputs = keras.Input(shape=(None, spec.channels), name="normalized")

@@ -205,7 +205,9 @@ class TensorflowBackend:
 
     def __init__(self, weights: ForecasterWeights, keras_model: Any, *, window: int,
                  jit_compile: bool = False, initial_rows: int = 1024, states_per_row: int = 1) -> None:
-        import tensorflow as tf
+        from models.tf_runtime import load_tensorflow
+
+        tf = load_tensorflow()
 
         self._tf = tf
         self.weights = weights
@@ -316,7 +318,9 @@ class KerasOpsBackend:
 
     def __init__(self, weights: ForecasterWeights, keras_model: Any | None = None,
                  initial_rows: int = 1024, states_per_row: int = 1) -> None:
-        import keras
+        from models.tf_runtime import load_keras
+
+        keras = load_keras()
 
         self._keras = keras
         ops = keras.ops

@@ -79,7 +79,9 @@ class ModelBundle:
 
     def keras_model(self) -> Any:
         """The Keras model, loaded in safe mode (no arbitrary code from the file)."""
-        import keras
+        from models.tf_runtime import load_keras
+
+        keras = load_keras()
 
         return keras.saving.load_model(self.path / KERAS_FILE, safe_mode=True, compile=False)
 

@@ -50,8 +50,9 @@ def tflite_bytes(weights: ForecasterWeights, window: int, quantization: str,
     Returns:
         ``(flatbuffer, kind)``: kind is the quantisation actually obtained.
     """
-    import tensorflow as tf
+    from models.tf_runtime import load_tensorflow
 
+    tf = load_tensorflow()
     function = _window_function(tf, weights, window)
     concrete = function.get_concrete_function()
 
@@ -113,7 +114,9 @@ def _interpreter(flatbuffer: bytes) -> Any:
         # points to now that tf.lite.Interpreter is deprecated.
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        import tensorflow as tf
+        from models.tf_runtime import load_tensorflow
+
+        tf = load_tensorflow()
 
         with warnings.catch_warnings():
             # Without the export extra: TensorFlow's copy of the same runtime,

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import keras
 import numpy as np
 import numpy.typing as npt
 
@@ -25,7 +24,11 @@ from models.architecture import ArchitectureSpec, build_forecaster
 from models.bundle import BundleMetadata
 from models.data import fingerprint as data_fingerprint
 from models.normalization import NormalizationSpec
+from models.tf_runtime import load_keras
 from models.windows import Sequences, make_sequences
+
+# Through tf_runtime: TensorFlow's start-up lines are filtered, its errors kept.
+keras = load_keras()
 
 log = logging.getLogger(__name__)
 

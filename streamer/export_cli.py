@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 from streamer.config import Config
@@ -24,16 +23,18 @@ PARITY_FAILED = 1
 
 def export_command(args: argparse.Namespace, config: Config) -> int:
     """Export ``args.bundle``; print the report (also written next to the file as JSON)."""
-    # Before the first TensorFlow import: quiets most of its C++ start-up logging.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from models.bundle import load_bundle
     from models.export import ExportUnavailableError, export_bundle
+    from models.tf_runtime import load_keras
 
     try:
         bundle = load_bundle(args.bundle)
     except (OSError, ValueError) as exc:
         log.error("cannot load bundle %s: %s", args.bundle, exc)  # noqa: TRY400  # the message says it all
         return BAD_INPUT
+    # Every export checks parity against the Keras model: load TensorFlow with
+    # its start-up lines filtered before anything imports Keras.
+    load_keras()
     try:
         report = export_bundle(bundle, args.format, args.quantize, args.out)
     except ExportUnavailableError as exc:

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import shlex
 import sys
 import time
@@ -29,8 +28,10 @@ BAD_INPUT = 2
 
 def train_command(args: argparse.Namespace, config: Config) -> int:
     """Train a forecaster and write a bundle to ``args.out``; print its description."""
-    # Before the first TensorFlow import: quiets most of its C++ start-up logging.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from models.tf_runtime import load_keras
+
+    # Before anything imports Keras: TensorFlow loads with its start-up lines filtered.
+    load_keras()
     from models.architecture import ArchitectureSpec
     from models.bundle import save_bundle
     from models.data import from_arrays, load_table

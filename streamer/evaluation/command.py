@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,9 +170,12 @@ NAB_TRAINING = TrainingOptions(epochs=20, stride=2)
 def train_bundle(series: Mapping[str, npt.NDArray[np.float64]], out: Path, *, channels: tuple[str, ...],
                  options: TrainingOptions, description: str) -> Path:
     """Train a forecaster on ``series`` and save it as a bundle in ``out``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import dataclasses
 
+    from models.tf_runtime import load_keras
+
+    # Before anything imports Keras: TensorFlow loads with its start-up lines filtered.
+    load_keras()
     from models.architecture import ArchitectureSpec
     from models.bundle import save_bundle
     from models.training import train

@@ -7,13 +7,22 @@ columns are one-hot command inputs); ``labeled_anomalies.csv`` has columns
 ``anomaly_sequences`` is a string like ``[[2149, 2349], [4536, 4844]]`` of
 inclusive test-set index ranges.
 
-Each channel is a device. One forecaster is trained on every channel's train
-part (column 0; per-device normalisation lets one model serve all channels),
-then each channel's train part followed by its test part is replayed through
-the production scoring path, so thresholds start the test with a history as a
-running daemon would. Alert episodes that touch the test part are the
-detected sequences, scored event by event (:mod:`streamer.evaluation.events`).
-The command columns are not used: the daemon forecasts the value channel.
+Each distinct channel is a device. One forecaster is trained on every
+channel's train part (column 0; per-device normalisation lets one model serve
+all channels), then each channel's train part followed by its test part is
+replayed through the production scoring path, so thresholds start the test
+with a history as a running daemon would. Alert episodes that touch the test
+part are the detected sequences, scored event by event
+(:mod:`streamer.evaluation.events`). The command columns are not used: the
+daemon forecasts the value channel.
+
+A channel may be listed more than once (the published SMAP/MSL file lists one
+channel twice, with two label sets, and the published results count both
+rows). Such a channel is trained on and replayed once, and every labels row is
+scored on its own against that channel's detections, so it adds its own TP,
+FP and FN to the totals and to its own spacecraft's totals. In the
+``channels`` section of the JSON each row has its own key: the channel id for
+its first row, ``<chan_id>#<n>`` for its n-th (``P-2``, ``P-2#2``).
 """
 
 from __future__ import annotations
@@ -45,18 +54,23 @@ _COLUMNS = ("chan_id", "spacecraft", "anomaly_sequences")
 
 @dataclass(frozen=True)
 class Channel:
-    """One telemetry channel: its arrays and labelled test-set anomalies."""
+    """One row of the labels file: its channel's arrays and labelled test-set anomalies.
+
+    ``key`` names the row in the report: ``chan_id`` for a channel's first
+    row, ``<chan_id>#<n>`` for its n-th. Rows of one channel share its arrays.
+    """
 
     chan_id: str
     spacecraft: str
     train: Float64Array  # (time, features)
     test: Float64Array
     anomalies: list[Span]
+    key: str
 
 
 @dataclass(frozen=True)
 class TelemanomReport:
-    """Event-level results: per channel, per spacecraft and in total."""
+    """Event-level results: per labels row (keyed by :attr:`Channel.key`), per spacecraft and in total."""
 
     channels: dict[str, EventCounts]
     spacecraft: dict[str, EventCounts]
@@ -78,7 +92,10 @@ class TelemanomReport:
 
 
 def read_corpus(data_dir: Path, labels_csv: Path) -> list[Channel]:
-    """The labelled channels of a corpus, in the labels file's order.
+    """The rows of a corpus' labels file with their channels' arrays, in the file's order.
+
+    A channel listed more than once gives one :class:`Channel` per row (keys
+    ``chan_id``, ``chan_id#2``, ...) sharing one load of its arrays.
 
     Raises:
         ValueError: A missing column, an unparseable sequence list, or a
@@ -91,6 +108,8 @@ def read_corpus(data_dir: Path, labels_csv: Path) -> list[Channel]:
             raise ValueError(f"{labels_csv}: missing column(s) {', '.join(missing)}")
         rows = list(reader)
     channels = []
+    arrays: dict[str, tuple[Float64Array, Float64Array]] = {}
+    listed: dict[str, int] = {}
     for line, row in enumerate(rows, start=2):
         chan_id = row["chan_id"].strip()
         try:
@@ -99,9 +118,13 @@ def read_corpus(data_dir: Path, labels_csv: Path) -> list[Channel]:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{labels_csv}:{line}: anomaly_sequences {row['anomaly_sequences']!r}: {exc}"
                              ) from exc
-        train = _array(data_dir / "train" / f"{chan_id}.npy")
-        test = _array(data_dir / "test" / f"{chan_id}.npy")
-        channels.append(Channel(chan_id, row["spacecraft"].strip(), train, test, anomalies))
+        if chan_id not in arrays:
+            arrays[chan_id] = (_array(data_dir / "train" / f"{chan_id}.npy"),
+                               _array(data_dir / "test" / f"{chan_id}.npy"))
+        train, test = arrays[chan_id]
+        listed[chan_id] = listed.get(chan_id, 0) + 1
+        key = chan_id if listed[chan_id] == 1 else f"{chan_id}#{listed[chan_id]}"
+        channels.append(Channel(chan_id, row["spacecraft"].strip(), train, test, anomalies, key))
     if not channels:
         raise ValueError(f"{labels_csv}: no channels")
     return channels
@@ -121,18 +144,34 @@ def _array(path: Path) -> Float64Array:
 
 
 def training_series(channels: Sequence[Channel]) -> dict[str, Float64Array]:
-    """Column 0 of every channel's train part, for the forecaster."""
-    return {channel.chan_id: channel.train[:, :1] for channel in channels}
+    """Column 0 of every distinct channel's train part, for the forecaster (once per channel)."""
+    return {channel.chan_id: channel.train[:, :1] for channel in _distinct(channels)}
+
+
+def _distinct(channels: Sequence[Channel]) -> list[Channel]:
+    """The first row of every channel, in order: what is trained on and replayed."""
+    first: dict[str, Channel] = {}
+    for channel in channels:
+        first.setdefault(channel.chan_id, channel)
+    return list(first.values())
 
 
 def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
-    """Replay every channel (train then test) and score the test part's alert episodes.
+    """Replay every distinct channel (train then test) and score the test part's alert episodes.
 
+    Every row of ``channels`` (from :func:`read_corpus`) is scored on its own
+    against its channel's detections, and counted in its own spacecraft.
     ``config`` must have the single channel ``value`` and a predictor trained
     for it.
+
+    Raises:
+        ValueError: Two rows with one key.
     """
+    keys = [channel.key for channel in channels]
+    if len(set(keys)) != len(keys):
+        raise ValueError("labels rows must have distinct keys (see read_corpus)")
     series = []
-    for channel in channels:
+    for channel in _distinct(channels):
         values = np.concatenate([channel.train[:, 0], channel.test[:, 0]])[:, None]
         series.append(Series(channel.chan_id, _EPOCH_MS + np.arange(len(values), dtype=np.int64) * _STEP_MS,
                              values))
@@ -145,10 +184,10 @@ def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
         last = first + len(channel.test) - 1
         detected = clip_spans(spans.get(channel.chan_id, []), first, last, shift=first)
         counts = count_events(channel.anomalies, detected)
-        per_channel[channel.chan_id] = counts
+        per_channel[channel.key] = counts
         per_craft.setdefault(channel.spacecraft, []).append(counts)
     crafts = {name: total(items) for name, items in per_craft.items()}
     report = TelemanomReport(per_channel, crafts, total(per_channel.values()), result)
-    log.info("telemanom: %d channels, precision %.3f recall %.3f F1 %.3f", len(channels),
-             report.total.precision, report.total.recall, report.total.f1)
+    log.info("telemanom: %d channels, %d labels rows, precision %.3f recall %.3f F1 %.3f", len(series),
+             len(channels), report.total.precision, report.total.recall, report.total.f1)
     return report

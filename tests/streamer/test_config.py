@@ -1,8 +1,10 @@
 import logging
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+import yaml
 
 from streamer.config import (
     MASK,
@@ -233,6 +235,18 @@ def test_repository_config_yaml_matches_built_in_defaults() -> None:
     documented = REPO_ROOT / "config.yaml"
     assert documented.is_file(), f"{documented} should document the defaults"
     assert load_config(documented, environ={}) == load_config(None, environ={})
+
+
+def test_repository_config_yaml_names_every_built_in_key() -> None:
+    # Equal values alone would let config.yaml leave a key out (the default fills it).
+    def key_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+        paths: set[str] = set()
+        for name, value in tree.items():
+            paths |= key_paths(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name}
+        return paths
+
+    documented = yaml.safe_load((REPO_ROOT / "config.yaml").read_text(encoding="utf-8"))
+    assert key_paths(documented) == key_paths(msgspec.to_builtins(Config()))
 
 
 def test_pause_marks_default_to_half_the_queue_and_half_again() -> None:

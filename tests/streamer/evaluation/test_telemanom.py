@@ -10,7 +10,7 @@ import pytest
 
 from streamer.cli import main
 from streamer.config import Config
-from streamer.evaluation import telemanom
+from streamer.evaluation import events, telemanom
 from streamer.evaluation.command import configured
 
 
@@ -98,3 +98,50 @@ def test_cli_trains_detects_and_writes_json(tmp_path: Path) -> None:
     assert document["tp"] + document["fn"] == 4
     assert document["recall"] >= 0.5
     assert (tmp_path / "bundle" / "bundle.json").is_file()
+
+
+def write_labels_listing_a_channel_again(root: Path) -> Path:
+    """The corpus' labels with P-2 listed twice more, as the published SMAP/MSL file lists a channel twice.
+
+    The second P-2 row has another label set and another spacecraft; the third
+    repeats the first row, so it must count exactly what the first counts.
+    """
+    path = root / "labels_again.csv"
+    with (root / "labeled_anomalies.csv").open(newline="") as source:
+        rows = list(csv.reader(source))
+    rows.append(["P-2", "MSL", "[[1300, 1330]]", "[point]", "1600"])
+    rows.append(rows[2])  # the first P-2 row (header, P-1, P-2, ...)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def test_read_corpus_keeps_every_row_of_a_channel_listed_again(tmp_path: Path) -> None:
+    write_corpus(tmp_path)
+    channels = telemanom.read_corpus(tmp_path, write_labels_listing_a_channel_again(tmp_path))
+    assert [c.key for c in channels] == ["P-1", "P-2", "M-1", "M-2", "P-2#2", "P-2#3"]
+    assert [c.chan_id for c in channels][-2:] == ["P-2", "P-2"]
+    assert channels[4].anomalies == [(1300, 1330)] and channels[4].spacecraft == "MSL"
+    assert channels[4].train is channels[1].train  # loaded once
+    assert list(telemanom.training_series(channels)) == ["P-1", "P-2", "M-1", "M-2"]
+
+
+def test_a_channel_listed_again_is_replayed_once_and_scored_per_row(tmp_path: Path) -> None:
+    write_corpus(tmp_path)
+    channels = telemanom.read_corpus(tmp_path, write_labels_listing_a_channel_again(tmp_path))
+    config = configured(Config(), method="zscore", mode=None, bundle=None, channels=("value",))
+    report = telemanom.evaluate(config, channels)
+    distinct = channels[:4]
+    assert report.replay.readings == sum(len(c.train) + len(c.test) for c in distinct)
+    document = report.as_dict()
+    assert set(document["channels"]) == {"P-1", "P-2", "M-1", "M-2", "P-2#2", "P-2#3"}
+    rows = report.channels
+    assert rows["P-2#3"] == rows["P-2"]  # same labels against the same detections
+    assert rows["P-2#2"].tp + rows["P-2#2"].fn == 1
+    assert rows["P-2#2"].tp >= 1 and rows["P-2"].tp == 2, document  # the shift at 1300 is found
+    # Every row counts once in the totals and once in its own row's spacecraft.
+    assert report.total == events.total(rows.values())
+    assert report.total.tp + report.total.fn == 4 + 1 + 2
+    assert report.spacecraft["MSL"] == rows["M-1"] + rows["M-2"] + rows["P-2#2"]
+    assert report.spacecraft["SMAP"] == rows["P-1"] + rows["P-2"] + rows["P-2#3"]
+    assert document["spacecraft"]["MSL"] == report.spacecraft["MSL"].as_dict()
