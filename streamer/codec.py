@@ -83,8 +83,10 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     actual: float
     forecast: float
     residual: float
-    smoothed_residual: float
-    threshold: float
+    # None where the method had no value yet for a reading another detector
+    # flagged (e.g. range novelty before the dynamic threshold has chosen one).
+    smoothed_residual: float | None
+    threshold: float | None
     score: float
     method: str
     model_version: str

@@ -129,7 +129,7 @@ def same_content(a: Alert, b: Alert) -> bool:
         if name in WALL_CLOCK_FIELDS:
             continue
         x, y = getattr(a, name), getattr(b, name)
-        if name in FLOAT_FIELDS:
+        if name in FLOAT_FIELDS and x is not None and y is not None:
             if not math.isclose(x, y, rel_tol=FLOAT_REL_TOL, abs_tol=FLOAT_ABS_TOL):
                 return False
         elif x != y:

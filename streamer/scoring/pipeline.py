@@ -251,11 +251,20 @@ class ScoringPipeline:
             actual=actual,
             forecast=predicted,
             residual=actual - predicted,
-            smoothed_residual=float(decision.smoothed[pick]),
-            threshold=float(decision.threshold[pick]),
+            smoothed_residual=_finite_or_none(float(decision.smoothed[pick])),
+            threshold=_finite_or_none(float(decision.threshold[pick])),
             score=float(decision.score[pick]),
             method=self.threshold.method,
             model_version=self.predictor.version,
             processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
             latency_ms=round(decided_at * 1000.0 - ts, 3),
         )
+
+
+def _finite_or_none(value: float) -> float | None:
+    """``value``, or None where it is NaN or infinite (JSON has no NaN).
+
+    >>> _finite_or_none(1.5), _finite_or_none(float("nan"))
+    (1.5, None)
+    """
+    return value if np.isfinite(value) else None

@@ -264,3 +264,33 @@ def test_multi_channel_alert_names_the_channel() -> None:
     assert len(opens) == 1
     assert opens[0].channel == "vibration"
     assert opens[0].actual == vibration[45]
+
+
+def test_alert_flagged_before_the_method_has_a_threshold_carries_null_and_decodes() -> None:
+    # Range novelty can flag a reading while the dynamic threshold has not chosen
+    # a threshold yet (NaN): the alert must say null, which JSON can carry and
+    # subscribers can decode, instead of a NaN that breaks the schema.
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    import streamer
+    from streamer.codec import decode_alert, encode_alert
+
+    base = config(warmup=5, resolve_after=5)
+    replace = msgspec.structs.replace
+    cfg = replace(base, thresholds=replace(base.thresholds, method="dynamic", range_margin=0.02,
+                                           range_min_readings=10))
+    pipeline = ScoringPipeline(cfg)
+    values = [*noisy(30, seed=3).tolist(), 50.0]
+    alerts: list[Alert] = []
+    for step, value in enumerate(values):
+        alerts += pipeline.score(batch(["d"], [START_MS + step * STEP_MS], [value])).alerts
+    opened = [alert for alert in alerts if alert.event == "open"]
+    assert opened and opened[0].threshold is None
+    schema = json.loads((Path(streamer.__file__).parent / "schemas" / "alert.schema.json").read_text())
+    document = json.loads(encode_alert(opened[0]))
+    jsonschema.validate(document, schema)
+    assert document["threshold"] is None
+    assert decode_alert(encode_alert(opened[0])) == opened[0]
