@@ -363,8 +363,11 @@ class AlertsConfig(_Section, frozen=True):
     # Hysteresis: once open, a reading whose score is at or above this keeps the
     # episode open even if the threshold no longer flags it (1.0 = no hysteresis).
     hold_score: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
-    # Consecutive calm readings that close an open episode.
-    resolve_after: PositiveInt = 20
+    # Consecutive calm readings that close an open episode. 100 (the error
+    # buffer of Hundman et al.) keeps one incident one episode: at 20, bursts of
+    # flags on spacecraft telemetry split into many episodes, each a false
+    # positive beside the labelled one (README, Evaluation: resolve_after).
+    resolve_after: PositiveInt = 100
     # Readings after a resolve during which a device cannot open a new episode.
     cooldown: NonNegativeInt = 0
     # While open, at most one `update` event per this many readings, sent only
