@@ -208,9 +208,8 @@ def cmd_telemanom(args: argparse.Namespace, config: Config) -> int:
         out = args.out or Path("telemanom-bundle")
         bundle = train_bundle(telemanom.training_series(channels), out, channels=("value",),
                               options=TrainingOptions.from_args(args),
-                              description=f"telemanom train/ of {args.data} (column 0)")
-    method = args.method or "dynamic"
-    report = telemanom.evaluate(configured(config, method=method, mode=args.mode, bundle=bundle,
+                              description=telemanom.training_description(args.data))
+    report = telemanom.evaluate(configured(config, method=args.method, mode=args.mode, bundle=bundle,
                                            range_margin=args.range_margin,
                                            channels=("value",)), channels)
     document = report.as_dict()
