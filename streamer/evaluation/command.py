@@ -1,4 +1,4 @@
-"""``streamer evaluate nab | telemanom | skab | csv``: labelled data through the production scoring path."""
+"""``streamer evaluate nab | telemanom | skab | suite | csv``: labelled data through the production path."""
 
 from __future__ import annotations
 
@@ -91,6 +91,29 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                       help="changepoint window to the right of each labelled changepoint (default 60; "
                            "SKAB's notebooks use 30, reported too)")
     skab.set_defaults(command="evaluate skab", handler=cmd_skab)
+
+    suite = corpora.add_parser(
+        "suite", parents=[common], help="every corpus with one configuration, one scoreboard",
+        description="Runs nab/, skab/ and every telemanom-layout folder under --datasets with the same "
+                    "configuration (built-in defaults and --config) and each corpus' own training recipe, "
+                    "once per training seed, optionally the simulated fleet too, and prints one "
+                    "scoreboard beside the published figures.")
+    suite.add_argument("--datasets", type=Path, required=True,
+                       help="folder holding nab/, skab/ and telemanom-layout folders (train/, test/, "
+                            "labeled_anomalies.csv)")
+    suite.add_argument("--json", type=Path, required=True, help="write every figure as JSON here")
+    suite.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9],
+                       help="training seeds, one run of each corpus per seed (default 7 8 9)")
+    suite.add_argument("--corpora", nargs="+", default=None, metavar="NAME",
+                       help="run only these corpora (folder names: nab, skab, msl, ...)")
+    suite.add_argument("--telemanom", type=Path, nargs="+", action="extend", default=[], metavar="DIR",
+                       help="more folders in the telemanom layout (a held-out corpus), named by folder")
+    suite.add_argument("--demo-duration", type=float, default=0.0, metavar="SECONDS",
+                       help="also run the simulated fleet (streamer demo, headless) this long "
+                            "(default 0: skip)")
+    suite.add_argument("--out", type=Path, default=Path("suite-out"),
+                       help="where bundles and NAB results go, <out>/<corpus>/seed-<n>/ (default suite-out)")
+    suite.set_defaults(command="evaluate suite", handler=cmd_suite)
 
     csv_parser = corpora.add_parser(
         "csv", parents=[common, model], help="your own readings file and labelled windows",
@@ -208,9 +231,8 @@ def cmd_telemanom(args: argparse.Namespace, config: Config) -> int:
         out = args.out or Path("telemanom-bundle")
         bundle = train_bundle(telemanom.training_series(channels), out, channels=("value",),
                               options=TrainingOptions.from_args(args),
-                              description=f"telemanom train/ of {args.data} (column 0)")
-    method = args.method or "dynamic"
-    report = telemanom.evaluate(configured(config, method=method, mode=args.mode, bundle=bundle,
+                              description=telemanom.training_description(args.data))
+    report = telemanom.evaluate(configured(config, method=args.method, mode=args.mode, bundle=bundle,
                                            range_margin=args.range_margin,
                                            channels=("value",)), channels)
     document = report.as_dict()
@@ -264,6 +286,13 @@ def cmd_nab(args: argparse.Namespace, config: Config) -> int:
     from streamer.evaluation.nab_run import run_nab
 
     return run_nab(args, config)
+
+
+def cmd_suite(args: argparse.Namespace, config: Config) -> int:
+    """``streamer evaluate suite`` (wired in :mod:`streamer.evaluation.suite`)."""
+    from streamer.evaluation.suite import run_suite
+
+    return run_suite(args, config)
 
 
 def _write_json(path: Path | None, document: Any) -> None:

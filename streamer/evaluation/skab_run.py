@@ -18,7 +18,10 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streamer.config import Config
 from streamer.evaluation import skab, skab_scoring
@@ -34,6 +37,47 @@ log = logging.getLogger("streamer.evaluate")
 # falling at the last epoch. Chosen by the held-out forecast error, not by the
 # benchmark score.
 SKAB_TRAINING = TrainingOptions(epochs=20, stride=2)
+
+
+def training_description(root: Path) -> str:
+    """What a forecaster trained on :func:`skab.training_series` learnt from, for its bundle."""
+    return f"first {skab.TRAIN_ROWS} rows of every SKAB experiment in {root}"
+
+
+@dataclass(frozen=True)
+class SkabOutcome:
+    """One replay of the experiments, scored as SKAB scores it."""
+
+    detector: str
+    mode: str
+    report: skab.SkabReport
+    experiment_count: int
+
+    def document(self, *, train_seconds: float, seconds: float) -> dict[str, Any]:
+        """The JSON document ``streamer evaluate skab --json`` writes."""
+        return {"detector": self.detector, "mode": self.mode, **self.report.as_dict(),
+                "experiment_count": self.experiment_count, "train_seconds": round(train_seconds, 1),
+                "seconds": round(seconds, 1)}
+
+
+def evaluate_experiments(config: Config, experiments: Sequence[skab.Experiment], *, bundle: Path, method: str,
+                         mode: str, range_margin: float | None = None,
+                         window_seconds: int = skab.DEFAULT_WINDOW_SECONDS) -> SkabOutcome:
+    """Replay ``experiments`` with ``bundle`` under ``config`` and score them.
+
+    Args:
+        config: The daemon configuration (its thresholds and alerts sections apply).
+        experiments: From :func:`skab.read_corpus`.
+        bundle: The forecaster bundle for the eight sensors (a folder, or ``default``).
+        method: Threshold method.
+        mode: Predictor mode.
+        range_margin: Range novelty margin; None keeps the config's.
+        window_seconds: Changepoint window to the right of each labelled changepoint.
+    """
+    report = skab.evaluate(configured(config, method=method, mode=mode, bundle=bundle, channels=skab.SENSORS,
+                                      range_margin=range_margin),
+                           experiments, window_seconds=window_seconds)
+    return SkabOutcome(detector_name(mode, method), mode, report, len(experiments))
 
 
 def run_skab(args: argparse.Namespace, config: Config) -> int:
@@ -52,23 +96,20 @@ def run_skab(args: argparse.Namespace, config: Config) -> int:
     train_seconds = 0.0
     if bundle is None:
         train_started = time.monotonic()
-        description = f"first {skab.TRAIN_ROWS} rows of every SKAB experiment in {args.data}"
         bundle = train_bundle(skab.training_series(experiments), args.out or Path("skab-bundle"),
                               channels=skab.SENSORS, options=TrainingOptions.from_args(args, SKAB_TRAINING),
-                              description=description)
+                              description=training_description(args.data))
         train_seconds = time.monotonic() - train_started
-    method = args.method or config.thresholds.method
-    mode = args.mode or config.predictor.lstm.mode
-    report = skab.evaluate(configured(config, method=method, mode=mode, bundle=bundle, channels=skab.SENSORS,
-                                      range_margin=args.range_margin),
-                           experiments, window_seconds=args.window_seconds)
-    detector = detector_name(mode, method)
-    document = {"detector": detector, "mode": mode, **report.as_dict(), "experiment_count": len(experiments),
-                "train_seconds": round(train_seconds, 1), "seconds": round(time.monotonic() - started, 1)}
+    outcome = evaluate_experiments(config, experiments, bundle=bundle,
+                                   method=args.method or config.thresholds.method,
+                                   mode=args.mode or config.predictor.lstm.mode,
+                                   range_margin=args.range_margin, window_seconds=args.window_seconds)
     if args.json is not None:
-        write_json(args.json, document)
+        write_json(args.json, outcome.document(train_seconds=train_seconds,
+                                               seconds=time.monotonic() - started))
         log.info("results written to %s", args.json)
 
+    report, detector = outcome.report, outcome.detector
     lines = ["outlier detection (test rows of every experiment pooled):",
              skab_scoring.format_outlier_table({detector: report.outliers}), ""]
     for width in sorted(report.changepoints):  # the published widths and --window-seconds

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -145,3 +146,32 @@ def test_a_channel_listed_again_is_replayed_once_and_scored_per_row(tmp_path: Pa
     assert report.spacecraft["MSL"] == rows["M-1"] + rows["M-2"] + rows["P-2#2"]
     assert report.spacecraft["SMAP"] == rows["P-1"] + rows["P-2"] + rows["P-2#3"]
     assert document["spacecraft"]["MSL"] == report.spacecraft["MSL"].as_dict()
+
+
+def test_alerted_fraction_shows_episodes_that_never_resolve(tmp_path: Path) -> None:
+    write_corpus(tmp_path)
+    channels = telemanom.read_corpus(tmp_path, tmp_path / "labeled_anomalies.csv")
+    config = configured(Config(), method="zscore", mode=None, bundle=None, channels=("value",))
+    resolving = telemanom.evaluate(config, channels)
+    # Episodes that never resolve: the labels are still overlapped, but most test rows are "anomalous".
+    alerts = msgspec.structs.replace(config.alerts, resolve_after=10**6)
+    never = msgspec.structs.replace(config, alerts=alerts)
+    unresolved = telemanom.evaluate(never, channels)
+    assert unresolved.total.recall >= resolving.total.recall
+    assert 0 < resolving.alerted_fraction < 0.2, resolving.as_dict()
+    # Three of four channels alerted from their first label (rows 400-1000 of 1600) to the end.
+    assert unresolved.alerted_fraction > 0.35 > 0.2 > resolving.alerted_fraction
+    assert resolving.as_dict()["alerted_fraction"] == round(resolving.alerted_fraction, 4)
+
+
+def test_cli_uses_the_configured_method_when_none_is_given(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus")
+    corpus = tmp_path / "corpus"
+    labels = corpus / "labeled_anomalies.csv"
+    common = ["evaluate", "telemanom", "--data", str(corpus), "--labels", str(labels), "--bundle", "default",
+              "--json", str(tmp_path / "result.json")]
+    assert main(common) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["method"] == Config().thresholds.method
+    (tmp_path / "dynamic.yaml").write_text("thresholds:\n  method: dynamic\n")
+    assert main([*common, "--config", str(tmp_path / "dynamic.yaml")]) == 0
+    assert json.loads((tmp_path / "result.json").read_text())["method"] == "dynamic"
