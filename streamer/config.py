@@ -316,6 +316,33 @@ class LikelihoodConfig(_Section, frozen=True):
     pattern_context_buckets: Annotated[int, msgspec.Meta(ge=1, le=62)] = 2
 
 
+class StuckConfig(_Section, frozen=True):
+    """Stuck sensors: a channel that repeats one value for far longer than its device ever has.
+
+    A forecast residual cannot see them (a stuck sensor is easy to forecast);
+    see :mod:`streamer.thresholds.stuck`. Defaults measured on the simulated
+    fleet, MSL, NAB and SKAB (README, Thresholds and alerts).
+    """
+
+    # Off: no per-device state, nothing flagged.
+    enabled: bool = True
+    # A run of identical readings this long or shorter is never stuck. The
+    # NAB Twitter series share a 26-reading outage at zero that is not labelled.
+    min_run: Annotated[int, msgspec.Meta(ge=1)] = 30
+    # ... nor one up to this multiple of the longest run the device has shown
+    # while not flagged, so channels that are naturally flat for long stretches
+    # stay quiet (normal runs on MSL, NAB and SKAB reach 4.8x the longest
+    # before them; the labelled stuck ones 276x and more).
+    factor: Annotated[float, msgspec.Meta(ge=1)] = 10.0
+    # A reading within this share of the device's observed range (max - min)
+    # of the run's first reading extends the run (variance collapse); 0: exact
+    # repeats only.
+    tolerance: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.0
+    # Readings a device must have shown before a run began for the run to be
+    # judged: a run from a device's first readings has no history to judge it by.
+    min_readings: NonNegativeInt = 80
+
+
 class ThresholdsConfig(_Section, frozen=True):
     """Dynamic per-device threshold on the forecast residual."""
 
@@ -351,6 +378,8 @@ class ThresholdsConfig(_Section, frozen=True):
     # Readings after a novel reading scored 1.0 during which a further novel
     # reading keeps the method's score (still flagged); 0: every one scores 1.0.
     range_quiet_period: NonNegativeInt = 0
+    # Stuck sensors, for every method (streamer.thresholds.stuck).
+    stuck: StuckConfig = msgspec.field(default_factory=StuckConfig)
     dynamic: DynamicThresholdConfig = msgspec.field(default_factory=DynamicThresholdConfig)
     likelihood: LikelihoodConfig = msgspec.field(default_factory=LikelihoodConfig)
 

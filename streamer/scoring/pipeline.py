@@ -31,6 +31,7 @@ from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
 from streamer.thresholds.result import ThresholdResult
+from streamer.thresholds.stuck import apply_stuck, make_stuck
 
 IndexArray = npt.NDArray[np.intp]
 AlertEvent = Literal["open", "update", "resolve"]
@@ -134,6 +135,9 @@ class ScoringPipeline:
         self.threshold: Threshold = make_threshold(table, channel_count, config.thresholds)
         # Range novelty runs after whichever method is configured (None: off).
         self.novelty = make_novelty(table, channel_count, config.thresholds)
+        # Stuck sensors, after both: a stuck reading is easy to forecast, so
+        # only the readings themselves show it (None: off).
+        self.stuck = make_stuck(table, channel_count, config.thresholds.stuck)
         self.episodes = EpisodeTracker(table, config.alerts)
         self.warmup = config.thresholds.warmup
 
@@ -213,6 +217,8 @@ class ScoringPipeline:
         decision = self.threshold.update(round_slots, residual, scored, values)
         if self.novelty is not None:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
+        if self.stuck is not None:
+            decision = apply_stuck(self.stuck, round_slots, values, scored, decision)
         episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
         scored_count = int(np.count_nonzero(scored))
         result.scored += scored_count

@@ -32,7 +32,8 @@ def test_demo_starts_its_own_broker_and_writes_a_summary(tmp_path: Path) -> None
     assert summary["readings_sent"] == 100 * 20 * 10
     handled = summary["readings_scored"] + summary["readings_warmup"] + summary["readings_rejected"]
     assert handled == summary["readings_sent"]
-    for kind in ("spike", "level_shift"):
+    # Flatlines too: the stuck-sensor detector (thresholds.stuck) catches what the residual cannot.
+    for kind in ("spike", "level_shift", "flatline"):
         assert summary["injected"][kind] > 0
         assert summary["detected"][kind] / summary["injected"][kind] >= 0.9
     assert summary["latency_ms"]["p99"] is not None

@@ -336,3 +336,23 @@ def test_pattern_context_loads_and_is_off_by_default(tmp_path: Path) -> None:
         load_config(write(tmp_path, "thresholds:\n  likelihood:\n    pattern_context_buckets: 0\n"),
                     environ={})
     assert info.value.key_path == "thresholds.likelihood.pattern_context_buckets"
+
+
+def test_stuck_section_loads_from_file_and_environment(tmp_path: Path) -> None:
+    text = "thresholds:\n  stuck:\n    min_run: 50\n    factor: 3\n    tolerance: 0.001\n"
+    config = load_config(write(tmp_path, text), environ={"STREAMER__THRESHOLDS__STUCK__ENABLED": "false"})
+    stuck = config.thresholds.stuck
+    assert (stuck.enabled, stuck.min_run, stuck.factor, stuck.tolerance) == (False, 50, 3.0, 0.001)
+    assert stuck.min_readings == Config().thresholds.stuck.min_readings
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("min_run", "0"), ("factor", "0.5"), ("tolerance", "1.0"), ("tolerance", "-0.1"), ("min_readings", "-1"),
+    ("enabled", "sometimes"), ("min_runs", "20"),
+])
+def test_invalid_stuck_settings_fail_at_load_naming_the_key(tmp_path: Path, key: str, value: str) -> None:
+    path = write(tmp_path, f"thresholds:\n  stuck:\n    {key}: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.key_path == f"thresholds.stuck.{key}"
+    assert str(info.value).startswith(f"{path}: thresholds.stuck.{key}: ")

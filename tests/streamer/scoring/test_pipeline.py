@@ -294,3 +294,35 @@ def test_alert_flagged_before_the_method_has_a_threshold_carries_null_and_decode
     jsonschema.validate(document, schema)
     assert document["threshold"] is None
     assert decode_alert(encode_alert(opened[0])) == opened[0]
+
+
+def stuck_config(*, enabled: bool) -> Config:
+    base = config(warmup=20, resolve_after=5, channels=("temp", "vibration"))
+    replace = msgspec.structs.replace
+    stuck = replace(base.thresholds.stuck, enabled=enabled, min_run=20, min_readings=50)
+    return replace(base, thresholds=replace(base.thresholds, stuck=stuck))
+
+
+def stuck_run(pipeline: ScoringPipeline) -> list[tuple[int, Alert]]:
+    """Two noisy channels; vibration repeats one value for readings 150-249."""
+    temp = noisy(300, seed=6, level=20.0)
+    vibration = noisy(300, seed=7, level=1.0, sigma=0.05)
+    vibration[150:250] = vibration[150]
+    batches = (batch(["m"], [START_MS + i * STEP_MS], [[temp[i], vibration[i]]]) for i in range(300))
+    return [(i, alert) for i, readings in enumerate(batches) for alert in pipeline.score(readings).alerts]
+
+
+def test_a_stuck_channel_opens_one_episode_that_stays_open_while_it_is_stuck() -> None:
+    events = stuck_run(ScoringPipeline(stuck_config(enabled=True)))
+    opens = [(i, a) for i, a in events if a.event == "open"]
+    assert [i for i, _ in opens if i < 250] == [170]  # the 21st identical reading, once
+    opened = opens[0][1]
+    assert opened.channel == "vibration" and opened.score == 1.0
+    assert opened.episode_start_ts == START_MS + 170 * STEP_MS
+    resolves = [i for i, a in events if a.event == "resolve"]
+    assert resolves and resolves[0] >= 250  # open for as long as the sensor is stuck
+
+
+def test_without_the_stuck_detector_the_residual_misses_a_stuck_channel() -> None:
+    events = stuck_run(ScoringPipeline(stuck_config(enabled=False)))
+    assert not [i for i, a in events if a.event == "open" and i < 250]

@@ -33,13 +33,17 @@ DEVICES = [f"dev-{i}" for i in range(6)]
 
 
 def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zscore",
-                window: int = 64, source: str = "residual", context_span: int | None = None) -> Config:
+                window: int = 64, source: str = "residual", context_span: int | None = None,
+                tolerance: float = 0.0) -> Config:
     base = load_config(None, environ={})
     replace = msgspec.structs.replace
     predictor = replace(base.predictor, kind=kind, lstm=replace(base.predictor.lstm, mode=mode))
     # Range novelty on, so its per-device range is part of the state that must move
     # (and the likelihood, which judges sustained departures, sees the lone spike).
+    # The stuck-sensor detector flags dev-1 before the move (see readings()), so its runs move too.
+    stuck = replace(base.thresholds.stuck, min_run=10, factor=3.0, min_readings=50, tolerance=tolerance)
     thresholds = replace(base.thresholds, method=method, warmup=30, range_margin=0.02, range_min_readings=20,
+                         stuck=stuck,
                          likelihood=replace(base.thresholds.likelihood, history=200, learning_period=40,
                                             reestimation_period=10, source=source,
                                             pattern_learning=40, pattern_context_span=context_span))
@@ -48,7 +52,7 @@ def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zs
 
 
 def readings(step_from: int, steps: int, devices: Sequence[str] = DEVICES) -> ReadingBatch:
-    """One reading per device and step: noisy sines, with a spike on dev-0 at step 130."""
+    """One reading per device and step: noisy sines, a spike on dev-0 at step 130, dev-1 stuck at 100-149."""
     rng = np.random.default_rng(step_from)
     ids: list[str] = []
     ts: list[int] = []
@@ -58,6 +62,8 @@ def readings(step_from: int, steps: int, devices: Sequence[str] = DEVICES) -> Re
             value = 10.0 + d + np.sin(step / 7.0 + d) + 0.05 * rng.standard_normal()
             if device_id == "dev-0" and step == 130:
                 value += 25.0
+            if device_id == "dev-1" and 100 <= step < 150:
+                value = 11.0 + np.sin(100 / 7.0 + 1)
             ids.append(device_id)
             ts.append(START_MS + step * STEP_MS)
             values.append(float(value))
@@ -115,6 +121,8 @@ CASES = [
                  id="lstm-stateful-likelihood-pattern-context"),
     pytest.param({"kind": "lstm", "mode": "window", "method": "zscore", "window": 16}, id="lstm-window"),
     pytest.param({"kind": "baseline", "method": "zscore"}, id="baseline-zscore"),
+    pytest.param({"kind": "baseline", "method": "zscore", "tolerance": 0.001},
+                 id="baseline-zscore-stuck-tolerance"),
 ]
 
 
@@ -129,6 +137,7 @@ def test_restored_devices_equal_the_original_bit_for_bit_and_score_identically(
     # Other devices first, so the moved ones land in different slots (and past the first growth).
     moved.score(readings(0, 3, devices=[f"other-{i}" for i in range(5)]))
     move(original, moved, DEVICES)
+    assert state_of(original, "dev-1")["stk_stuck"] == np.array([True]).tobytes()  # stuck when it moves
     for device_id in DEVICES:
         assert original.registry.slot(device_id) != moved.registry.slot(device_id)
         assert state_of(moved, device_id) == state_of(original, device_id), device_id
@@ -154,7 +163,7 @@ def test_lstm_state_rows_are_part_of_the_snapshot() -> None:
     feed(pipeline, 0, 50)
     schema = schema_of(pipeline)
     names = schema.dtype.names or ()
-    assert {"ring", "seen", "thr_mean", "ep_open"} <= set(names)
+    assert {"ring", "seen", "thr_mean", "ep_open", "stk_run", "stk_longest"} <= set(names)
     extra = [field.name for field in extra_rows_of(pipeline.predictor).fields]  # type: ignore[union-attr]
     assert extra and set(extra) <= set(names)
     assert not set(BOOKKEEPING_FIELDS) & set(names)
