@@ -343,6 +343,25 @@ class StuckConfig(_Section, frozen=True):
     min_readings: NonNegativeInt = 80
 
 
+class RecordGateConfig(_Section, frozen=True):
+    """zscore's flags stand only where the residual beats the device's recent largest.
+
+    See :mod:`streamer.thresholds.record`; measured on MSL, NAB, SKAB and the
+    simulated fleet (README, Thresholds and alerts).
+    """
+
+    # Off: every flag of the method stands, no per-device state.
+    enabled: bool = True
+    # Readings the record covers: an extreme is forgotten after half of this
+    # to this many readings (the range novelty horizon).
+    horizon: Annotated[int, msgspec.Meta(ge=2)] | None = 8640
+    # A residual must beat the record by this share of it (0: any larger residual).
+    margin: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    # Scored residuals the record must have learned before any flag stands
+    # (with the default warm-up of 40, a device's 100th reading, as range novelty).
+    min_readings: NonNegativeInt = 60
+
+
 class ThresholdsConfig(_Section, frozen=True):
     """Dynamic per-device threshold on the forecast residual."""
 
@@ -378,6 +397,8 @@ class ThresholdsConfig(_Section, frozen=True):
     # Readings after a novel reading scored 1.0 during which a further novel
     # reading keeps the method's score (still flagged); 0: every one scores 1.0.
     range_quiet_period: NonNegativeInt = 0
+    # The method's flags stand only at residual records (streamer.thresholds.record).
+    record_gate: RecordGateConfig = msgspec.field(default_factory=RecordGateConfig)
     # Stuck sensors, for every method (streamer.thresholds.stuck).
     stuck: StuckConfig = msgspec.field(default_factory=StuckConfig)
     dynamic: DynamicThresholdConfig = msgspec.field(default_factory=DynamicThresholdConfig)

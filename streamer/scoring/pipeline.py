@@ -30,6 +30,7 @@ from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
+from streamer.thresholds.record import apply_record_gate, make_record_gate
 from streamer.thresholds.result import ThresholdResult
 from streamer.thresholds.stuck import apply_stuck, make_stuck
 
@@ -133,6 +134,9 @@ class ScoringPipeline:
         table = self.registry.table
         self.predictor: Predictor = predictor or make_predictor(config, table)
         self.threshold: Threshold = make_threshold(table, channel_count, config.thresholds)
+        # The record gate holds back the method's flags on routine residuals (None: off).
+        self.record_gate = make_record_gate(table, channel_count, config.thresholds.method,
+                                            config.thresholds.record_gate)
         # Range novelty runs after whichever method is configured (None: off).
         self.novelty = make_novelty(table, channel_count, config.thresholds)
         # Stuck sensors, after both: a stuck reading is easy to forecast, so
@@ -215,6 +219,8 @@ class ScoringPipeline:
         seen[round_slots] += 1
 
         decision = self.threshold.update(round_slots, residual, scored, values)
+        if self.record_gate is not None:
+            decision = apply_record_gate(self.record_gate, round_slots, residual, scored, decision)
         if self.novelty is not None:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         if self.stuck is not None:

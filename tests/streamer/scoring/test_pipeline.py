@@ -25,7 +25,10 @@ def config(*, warmup: int = 20, resolve_after: int = 5, max_devices: int = 1000,
         # Pipeline mechanics, with the simple deterministic forecaster.
         predictor=replace(base.predictor, kind="baseline"),
         readings=replace(base.readings, channels=list(channels)),
-        thresholds=replace(base.thresholds, warmup=warmup),
+        # Young devices with one spike each: the record gate (tested in
+        # tests/streamer/thresholds/test_record.py) would hold them back.
+        thresholds=replace(base.thresholds, warmup=warmup,
+                           record_gate=replace(base.thresholds.record_gate, enabled=False)),
         alerts=replace(base.alerts, resolve_after=resolve_after),
         buffers=replace(base.buffers, max_devices=max_devices, initial_devices=initial_devices),
     )
