@@ -77,6 +77,10 @@ class EpisodeTracker:
         table.add_field("ep_since_report", (), np.int64, 0)
         table.add_field("ep_peak_score", (), np.float64, 0.0)
 
+    def is_open(self, slots: IndexArray) -> BoolArray:
+        """Whether each slot has an open episode (before this round's update)."""
+        return self.table["ep_open"][slots].astype(bool)
+
     @staticmethod
     def _all_quiet(anomalous: BoolArray, was_open: BoolArray, run: npt.NDArray[np.int64],
                    cooldown: npt.NDArray[np.int64]) -> bool:

@@ -220,7 +220,8 @@ class ScoringPipeline:
 
         decision = self.threshold.update(round_slots, residual, scored, values)
         if self.record_gate is not None:
-            decision = apply_record_gate(self.record_gate, round_slots, residual, scored, decision)
+            decision = apply_record_gate(self.record_gate, round_slots, residual, scored, decision,
+                                         self.episodes.is_open(round_slots))
         if self.novelty is not None:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         if self.stuck is not None:

@@ -30,10 +30,17 @@ after between half of ``horizon`` and ``horizon`` readings.
 Until the record has learned ``min_readings`` residuals the gate holds back
 every flag: a young record is small, and noise would beat it often.
 
-A reading whose residual is no record is not flagged and keeps at most
-:data:`HELD_SCORE`, below the level at which the z-score flags (0.935 at
-z = 5), so scores rank readings as the decisions do (NAB, for one, ranks by
-score). State per device: two floats per channel and a count.
+The gate decides whether an episode *opens*. While one is open, the method's
+flags stand without a record, so a sustained anomaly keeps its episode open
+(a valve that stays shut is one alert that lasts, not one that resolves
+while the fault goes on); on SKAB, gating those too cut point-wise F1 from
+0.44 to 0.35. But only a record keeps the method's score: every other
+reading keeps at most :data:`HELD_SCORE`, below the level at which the
+z-score flags (0.935 at z = 5), as range novelty's quiet period does. A
+score then marks where something new happened, and NAB, which ranks rows
+by score and charges every high one outside a window, scored 32.9 instead
+of 47.4 when continuation readings kept theirs. State per device: two
+floats per channel and a count.
 """
 
 from __future__ import annotations
@@ -115,17 +122,18 @@ def make_record_gate(table: SlotTable, channels: int, method: str,
 
 
 def apply_record_gate(record: ResidualRecord, slots: IndexArray, residual: Float64Array, scored: BoolArray,
-                      decision: ThresholdResult) -> ThresholdResult:
-    """``decision`` with the method's flags kept, and scores above :data:`HELD_SCORE`, only at records.
+                      decision: ThresholdResult, episode_open: BoolArray) -> ThresholdResult:
+    """``decision`` with the method's flags kept at records and in open episodes; top scores at records only.
 
-    Only scored rows teach the record (warm-up residuals of a cold forecaster
-    are large). The method's own state is untouched.
+    ``episode_open``: whether each slot's alert episode is open. Only scored
+    rows teach the record (warm-up residuals of a cold forecaster are large).
+    The method's own state is untouched.
     """
     taught = np.where(scored[:, None], np.asarray(residual, np.float64), np.nan)
     is_record = record.update(slots, taught, decision.channel)
     return ThresholdResult(
         score=np.where(is_record, decision.score, np.minimum(decision.score, HELD_SCORE)),
-        anomalous=decision.anomalous & is_record,
+        anomalous=decision.anomalous & (is_record | episode_open),
         channel=decision.channel,
         smoothed=decision.smoothed,
         threshold=decision.threshold,

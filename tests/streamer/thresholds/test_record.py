@@ -10,6 +10,7 @@ from streamer.thresholds.record import HELD_SCORE, ResidualRecord, apply_record_
 from streamer.thresholds.result import ThresholdResult
 
 ONE = np.zeros(1, dtype=np.intp)
+CLOSED, OPEN = np.array([False]), np.array([True])
 
 
 def records(record: ResidualRecord, residuals: list[float]) -> list[bool]:
@@ -65,19 +66,29 @@ def test_the_gate_keeps_flags_at_records_and_lowers_every_other_score() -> None:
     record = ResidualRecord(SlotTable(1), channels=1, horizon=None)
     scored = np.array([True])
     # The first residual teaches the bar; a flag at a smaller residual is held.
-    first = apply_record_gate(record, ONE, np.array([[4.0]]), scored, flagged(0.7, False))
+    first = apply_record_gate(record, ONE, np.array([[4.0]]), scored, flagged(0.7, False), CLOSED)
     assert first.score[0] == HELD_SCORE
-    held = apply_record_gate(record, ONE, np.array([[3.0]]), scored, flagged(0.99, True))
+    held = apply_record_gate(record, ONE, np.array([[3.0]]), scored, flagged(0.99, True), CLOSED)
     assert not held.anomalous[0] and held.score[0] == HELD_SCORE
-    kept = apply_record_gate(record, ONE, np.array([[5.0]]), scored, flagged(0.99, True))
+    kept = apply_record_gate(record, ONE, np.array([[5.0]]), scored, flagged(0.99, True), CLOSED)
     assert kept.anomalous[0] and kept.score[0] == 0.99
+
+
+def test_in_an_open_episode_flags_stand_without_a_record_but_keep_only_the_held_score() -> None:
+    record = ResidualRecord(SlotTable(1), channels=1, horizon=None)
+    scored = np.array([True])
+    apply_record_gate(record, ONE, np.array([[4.0]]), scored, flagged(0.2, False), CLOSED)
+    continued = apply_record_gate(record, ONE, np.array([[3.0]]), scored, flagged(0.99, True), OPEN)
+    assert continued.anomalous[0] and continued.score[0] == HELD_SCORE
+    calm = apply_record_gate(record, ONE, np.array([[3.0]]), scored, flagged(0.3, False), OPEN)
+    assert not calm.anomalous[0]
 
 
 def test_unscored_rows_do_not_teach_the_record() -> None:
     record = ResidualRecord(SlotTable(1), channels=1, horizon=None)
-    apply_record_gate(record, ONE, np.array([[50.0]]), np.array([False]), flagged(0.0, False))  # warm-up
-    apply_record_gate(record, ONE, np.array([[1.0]]), np.array([True]), flagged(0.0, False))
-    later = apply_record_gate(record, ONE, np.array([[2.0]]), np.array([True]), flagged(0.99, True))
+    apply_record_gate(record, ONE, np.array([[50.0]]), np.array([False]), flagged(0.0, False), CLOSED)  # warm-up
+    apply_record_gate(record, ONE, np.array([[1.0]]), np.array([True]), flagged(0.0, False), CLOSED)
+    later = apply_record_gate(record, ONE, np.array([[2.0]]), np.array([True]), flagged(0.99, True), CLOSED)
     assert later.anomalous[0]
 
 
