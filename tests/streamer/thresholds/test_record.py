@@ -86,7 +86,8 @@ def test_in_an_open_episode_flags_stand_without_a_record_but_keep_only_the_held_
 
 def test_unscored_rows_do_not_teach_the_record() -> None:
     record = ResidualRecord(SlotTable(1), channels=1, horizon=None)
-    apply_record_gate(record, ONE, np.array([[50.0]]), np.array([False]), flagged(0.0, False), CLOSED)  # warm-up
+    warm_up = np.array([False])
+    apply_record_gate(record, ONE, np.array([[50.0]]), warm_up, flagged(0.0, False), CLOSED)
     apply_record_gate(record, ONE, np.array([[1.0]]), np.array([True]), flagged(0.0, False), CLOSED)
     later = apply_record_gate(record, ONE, np.array([[2.0]]), np.array([True]), flagged(0.99, True), CLOSED)
     assert later.anomalous[0]
