@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from streamer.config import Config
 from streamer.evaluation import nab, nab_scoring
-from streamer.evaluation.command import BAD_INPUT, NAB_TRAINING, TrainingOptions, configured, train_bundle
+from streamer.evaluation.command import BAD_INPUT, TrainingOptions, configured, train_bundle
 from streamer.evaluation.replay import Series, replay
 from streamer.json_output import write_json
 
@@ -166,7 +166,7 @@ def run_nab(args: argparse.Namespace, config: Config) -> int:
     bundle = args.bundle
     if bundle is None:
         bundle = train_bundle(corpus.training_series(), out / "bundle", channels=("value",),
-                              options=TrainingOptions.from_args(args, NAB_TRAINING),
+                              options=TrainingOptions.from_args(args),
                               description=corpus.description)
     outcome = evaluate_corpus(config, corpus, out, bundle=bundle,
                               methods=args.methods or [args.method or config.thresholds.method],

@@ -31,12 +31,6 @@ from streamer.json_output import write_json
 
 log = logging.getLogger("streamer.evaluate")
 
-# The training split is small (34 x 400 rows): sequences every 2 steps and up
-# to 20 epochs (early stopping decides) as for NAB's probationary parts; with
-# the general defaults (stride 8, 10 epochs) the held-out loss was still
-# falling at the last epoch. Chosen by the held-out forecast error, not by the
-# benchmark score.
-SKAB_TRAINING = TrainingOptions(epochs=20, stride=2)
 
 
 def training_description(root: Path) -> str:
@@ -97,7 +91,7 @@ def run_skab(args: argparse.Namespace, config: Config) -> int:
     if bundle is None:
         train_started = time.monotonic()
         bundle = train_bundle(skab.training_series(experiments), args.out or Path("skab-bundle"),
-                              channels=skab.SENSORS, options=TrainingOptions.from_args(args, SKAB_TRAINING),
+                              channels=skab.SENSORS, options=TrainingOptions.from_args(args),
                               description=training_description(args.data))
         train_seconds = time.monotonic() - train_started
     outcome = evaluate_experiments(config, experiments, bundle=bundle,

@@ -13,7 +13,6 @@ scoring; only the seed changes):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ import numpy.typing as npt
 
 from streamer.config import Config
 from streamer.evaluation import nab, nab_run, skab, skab_run, telemanom
-from streamer.evaluation.command import NAB_TRAINING, TrainingOptions, configured
+from streamer.evaluation.command import TrainingOptions, configured
 
 log = logging.getLogger("streamer.evaluate")
 
@@ -34,12 +33,6 @@ Layout = Literal["nab", "skab", "telemanom"]
 Float64Array = npt.NDArray[np.float64]
 
 TELEMANOM_LABELS = "labeled_anomalies.csv"
-# Each layout's training recipe, as its evaluate command uses it by default.
-RECIPES: Mapping[Layout, TrainingOptions] = {
-    "nab": NAB_TRAINING,
-    "skab": skab_run.SKAB_TRAINING,
-    "telemanom": TrainingOptions(),
-}
 
 
 @dataclass(frozen=True)
@@ -120,7 +113,8 @@ def load(spec: CorpusSpec) -> LoadedCorpus:
 
 
 def _options(layout: Layout, seed: int) -> TrainingOptions:
-    return dataclasses.replace(RECIPES[layout], seed=seed)
+    """The evaluate commands' one training recipe, with ``seed``."""
+    return TrainingOptions(seed=seed)
 
 
 @dataclass(frozen=True)

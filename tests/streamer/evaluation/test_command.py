@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.evaluation.command import NAB_TRAINING, TrainingOptions, add_evaluate_parser, train_bundle
+from streamer.evaluation.command import TrainingOptions, add_evaluate_parser, train_bundle
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -17,21 +17,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_nab_trains_longer_on_denser_sequences_by_default() -> None:
-    args = parse(["evaluate", "nab", "--data", "d", "--out", "o"])
-    assert TrainingOptions.from_args(args, NAB_TRAINING) == TrainingOptions(epochs=20, stride=2)
-
-
-def test_other_corpora_keep_the_general_defaults() -> None:
-    args = parse(["evaluate", "telemanom", "--data", "d", "--labels", "l"])
-    assert TrainingOptions.from_args(args) == TrainingOptions()
+@pytest.mark.parametrize("argv", [["evaluate", "nab", "--data", "d", "--out", "o"],
+                                  ["evaluate", "telemanom", "--data", "d", "--labels", "l"],
+                                  ["evaluate", "skab", "--data", "d"]])
+def test_every_corpus_trains_with_one_recipe_by_default(argv: list[str]) -> None:
+    assert TrainingOptions.from_args(parse(argv)) == TrainingOptions(epochs=20, stride=2)
 
 
 def test_every_training_option_reaches_the_options() -> None:
     args = parse(["evaluate", "nab", "--data", "d", "--out", "o", "--epochs", "3", "--seed", "5",
                   "--window", "64", "--stride", "1", "--units", "16", "--layers", "2",
                   "--max-sequences", "1000", "--learning-rate", "0.01"])
-    assert TrainingOptions.from_args(args, NAB_TRAINING) == TrainingOptions(
+    assert TrainingOptions.from_args(args) == TrainingOptions(
         epochs=3, seed=5, window=64, stride=1, units=16, layers=2, max_sequences=1000, learning_rate=0.01)
 
 
