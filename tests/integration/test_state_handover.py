@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.app import Daemon
 from streamer.codec import ReadingDecoder, decode_alert, encode_reading
-from streamer.config import Config
+from streamer.config import Config, RecordGateConfig
 from streamer.embedded_broker import free_port
 from streamer.kafka.clients import ensure_state_topic, ensure_topics
 from streamer.metrics import Metrics
@@ -78,7 +78,10 @@ async def produce(config: Config, steps: range, *, spike: tuple[str, int] | None
 
 def base_config(config_factory: Callable[..., Config]) -> Config:
     return config_factory(
-        thresholds={"warmup": WARMUP},
+        # The record gate opens from the first scored residual: the spike right
+        # after the restart is alerted only if the record learned before it
+        # (rec_* fields) moved with the device's state.
+        thresholds={"warmup": WARMUP, "record_gate": RecordGateConfig(min_readings=0)},
         # Faster rebalances: members notice a joining peer within a second.
         kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
         metrics={"refresh_interval_s": 0.2},
