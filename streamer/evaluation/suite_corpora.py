@@ -112,11 +112,6 @@ def load(spec: CorpusSpec) -> LoadedCorpus:
     return _Telemanom(spec, telemanom.read_corpus(spec.path, spec.path / TELEMANOM_LABELS))
 
 
-def _options(layout: Layout, seed: int) -> TrainingOptions:
-    """The evaluate commands' one training recipe, with ``seed``."""
-    return TrainingOptions(seed=seed)
-
-
 @dataclass(frozen=True)
 class _Nab:
     spec: CorpusSpec
@@ -125,7 +120,7 @@ class _Nab:
     def run(self, config: Config, seed: int, out: Path, trainer: Trainer) -> SeedRun:
         started = time.monotonic()
         bundle = trainer(self.corpus.training_series(), out / "bundle", channels=("value",),
-                         options=_options("nab", seed), description=self.corpus.description)
+                         options=TrainingOptions(seed=seed), description=self.corpus.description)
         trained = time.monotonic()
         outcome = nab_run.evaluate_corpus(config, self.corpus, out, bundle=bundle,
                                           methods=[config.thresholds.method],
@@ -145,7 +140,7 @@ class _Skab:
     def run(self, config: Config, seed: int, out: Path, trainer: Trainer) -> SeedRun:
         started = time.monotonic()
         bundle = trainer(skab.training_series(self.experiments), out / "bundle", channels=skab.SENSORS,
-                         options=_options("skab", seed),
+                         options=TrainingOptions(seed=seed),
                          description=skab_run.training_description(self.spec.path))
         trained = time.monotonic()
         outcome = skab_run.evaluate_experiments(config, self.experiments, bundle=bundle,
@@ -170,7 +165,7 @@ class _Telemanom:
     def run(self, config: Config, seed: int, out: Path, trainer: Trainer) -> SeedRun:
         started = time.monotonic()
         bundle = trainer(telemanom.training_series(self.channels), out / "bundle", channels=("value",),
-                         options=_options("telemanom", seed),
+                         options=TrainingOptions(seed=seed),
                          description=telemanom.training_description(self.spec.path))
         trained = time.monotonic()
         report = telemanom.evaluate(configured(config, method=None, mode=None, bundle=bundle,
