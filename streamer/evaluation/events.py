@@ -104,6 +104,18 @@ def episode_spans(
     return spans
 
 
+def span_mask(spans: Sequence[Span], n_rows: int) -> npt.NDArray[np.bool_]:
+    """Which of ``range(n_rows)`` lie inside at least one of ``spans`` (inclusive).
+
+    >>> span_mask([(0, 2), (1, 3), (6, 9)], 8).astype(int).tolist()
+    [1, 1, 1, 1, 0, 0, 1, 1]
+    """
+    inside = np.zeros(n_rows, dtype=np.bool_)
+    for first, last in spans:
+        inside[max(first, 0) : last + 1] = True
+    return inside
+
+
 def clip_spans(spans: Sequence[Span], first: int, last: int, shift: int = 0) -> list[Span]:
     """The parts of ``spans`` inside ``[first, last]``, moved by ``-shift``.
 

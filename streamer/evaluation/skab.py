@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from streamer.config import Config
 from streamer.evaluation import skab_scoring
-from streamer.evaluation.events import clip_spans, episode_spans
+from streamer.evaluation.events import clip_spans, episode_spans, span_mask
 from streamer.evaluation.nab import parse_timestamps
 from streamer.evaluation.replay import ReplayResult, Series, replay
 
@@ -194,10 +194,7 @@ def predicted_rows(spans: Sequence[tuple[int, int]], n_rows: int) -> BoolArray:
     >>> predicted_rows([(398, 401), (405, 405)], 407).astype(int).tolist()
     [1, 1, 0, 0, 0, 1, 0]
     """
-    flags = np.zeros(n_rows - TRAIN_ROWS, dtype=np.bool_)
-    for first, last in clip_spans(spans, TRAIN_ROWS, n_rows - 1, shift=TRAIN_ROWS):
-        flags[first : last + 1] = True
-    return flags
+    return span_mask(clip_spans(spans, TRAIN_ROWS, n_rows - 1, shift=TRAIN_ROWS), n_rows - TRAIN_ROWS)
 
 
 def evaluate(config: Config, experiments: Sequence[Experiment], *,

@@ -43,7 +43,15 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.config import Config
-from streamer.evaluation.events import EventCounts, Span, clip_spans, count_events, episode_spans, total
+from streamer.evaluation.events import (
+    EventCounts,
+    Span,
+    clip_spans,
+    count_events,
+    episode_spans,
+    span_mask,
+    total,
+)
 from streamer.evaluation.replay import ReplayResult, Series, replay
 
 log = logging.getLogger(__name__)
@@ -174,18 +182,6 @@ def _distinct(channels: Sequence[Channel]) -> list[Channel]:
     return list(first.values())
 
 
-def alerted_rows(spans: Sequence[Span], n_rows: int) -> int:
-    """Rows of ``range(n_rows)`` inside at least one of ``spans`` (inclusive; overlaps counted once).
-
-    >>> alerted_rows([(0, 4), (3, 6), (9, 12)], 10)
-    8
-    """
-    inside = np.zeros(n_rows, dtype=np.bool_)
-    for first, last in spans:
-        inside[max(first, 0) : last + 1] = True
-    return int(inside.sum())
-
-
 def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
     """Replay every distinct channel (train then test) and score the test part's alert episodes.
 
@@ -221,7 +217,7 @@ def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
         first, rows = len(channel.train), len(channel.test)
         test_rows += rows
         detected = clip_spans(spans.get(channel.chan_id, []), first, first + rows - 1, shift=first)
-        alerted += alerted_rows(detected, rows)
+        alerted += int(span_mask(detected, rows).sum())
     crafts = {name: total(items) for name, items in per_craft.items()}
     report = TelemanomReport(per_channel, crafts, total(per_channel.values()), result,
                              alerted / test_rows if test_rows else 0.0)

@@ -66,8 +66,8 @@ class ResidualRecord:
     """The largest residual magnitude per device and channel over a sliding horizon.
 
     >>> record = ResidualRecord(SlotTable(1), channels=1, horizon=None, min_readings=2)
-    >>> slot, first = np.zeros(1, dtype=np.intp), np.zeros(1, dtype=np.intp)
-    >>> [bool(record.update(slot, np.array([[r]]), first)[0]) for r in (1.0, 3.0, 2.0, 4.0, -4.0)]
+    >>> slot, channel = np.zeros(1, dtype=np.intp), np.zeros(1, dtype=np.intp)
+    >>> [bool(record.update(slot, np.array([[r]]), channel)[0]) for r in (1.0, 3.0, 2.0, 4.0, -4.0)]
     [False, False, False, True, False]
     """
 
