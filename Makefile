@@ -37,6 +37,7 @@ bundle: setup
 
 lint: setup
 	$(BIN)/ruff check streamer models tests
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -29,8 +29,8 @@ import numpy as np
 from aiokafka import TopicPartition
 
 from streamer.app import Daemon, Fetched
-from streamer.bench.fleet import WireRecord
-from streamer.bench.machine import machine_record
+from streamer.lab.bench.fleet import WireRecord
+from streamer.lab.bench.machine import machine_record
 from streamer.codec import encode_reading
 from streamer.config import Config, load_config
 from streamer.kafka.publisher import Publisher

@@ -19,8 +19,10 @@ torch backend of Keras 3, on a GPU where there is one).
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -34,11 +36,39 @@ IndexArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
 
 
+@dataclass(frozen=True)
+class RowField:
+    """One per-row array of a backend's state table, as state snapshots carry it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+
 class LSTMBackend(Protocol):
-    """A state table plus the two batched operations."""
+    """A state table plus the two batched operations.
+
+    Each backend also reads and writes its own rows for state snapshots
+    (``row_fields``, ``read_rows``, ``write_rows``): the field names and shapes
+    enter the snapshot fingerprint, so a snapshot taken under one table
+    layout is never read under another.
+    """
 
     name: str
     states_per_row: int
+
+    @property
+    def row_fields(self) -> tuple[RowField, ...]:
+        """What each row of the state table holds."""
+        ...
+
+    def read_rows(self, rows: IndexArray) -> dict[str, npt.NDArray[Any]]:
+        """Each field's values for ``rows``, shape ``(len(rows), *field.shape)`` (a copy)."""
+        ...
+
+    def write_rows(self, rows: IndexArray, values: dict[str, npt.NDArray[Any]]) -> None:
+        """Set each field of ``rows`` (the table grows to hold them)."""
+        ...
 
     def ensure_rows(self, rows: int) -> None:
         """Make room for at least ``rows`` rows (new rows start at zero state)."""
@@ -167,6 +197,24 @@ class NumpyBackend:
         self.state = grown
         self._records = row_records(grown)
 
+    @property
+    def row_fields(self) -> tuple[RowField, ...]:
+        """One field: the row of the packed state block."""
+        return (RowField("lstm_packed_state", tuple(int(n) for n in self.state.shape[1:]), self.state.dtype),)
+
+    def read_rows(self, rows: IndexArray) -> dict[str, npt.NDArray[Any]]:
+        """Each row of the state block."""
+        if len(rows):
+            self.ensure_rows(int(rows.max()) + 1)
+        return {"lstm_packed_state": self.state[rows].copy()}
+
+    def write_rows(self, rows: IndexArray, values: dict[str, npt.NDArray[Any]]) -> None:
+        """Set each row of the state block."""
+        if not len(rows):
+            return
+        self.ensure_rows(int(rows.max()) + 1)
+        self.state[rows] = values["lstm_packed_state"]
+
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""
         self.state[rows] = self.packed.zero_row
@@ -194,7 +242,67 @@ class NumpyBackend:
         return self.packed.forecast_windows(windows)
 
 
-class TensorflowBackend:
+class LayeredStateRows(abc.ABC):
+    """Snapshot rows of ``h`` / ``c`` tables ``(layers, rows * states_per_row, units)``.
+
+    Fields ``lstm_state_h`` and ``lstm_state_c``, ``(states_per_row, layers,
+    units)`` per row. The tables are copied through host memory, which is fine
+    for the periodic snapshot and the rare restore; a backend stores a changed
+    table back with ``_store_table``.
+    """
+
+    _TABLES = ("h", "c")
+    states_per_row: int
+    h: Any
+    c: Any
+
+    @abc.abstractmethod
+    def ensure_rows(self, rows: int) -> None:
+        """Make room for at least ``rows`` rows."""
+
+    @abc.abstractmethod
+    def _host_table(self, table: Any) -> npt.NDArray[Any]:
+        """``table`` as a numpy array."""
+
+    @abc.abstractmethod
+    def _store_table(self, name: str, host: npt.NDArray[np.float32]) -> None:
+        """Replace the contents of table ``name`` with ``host``."""
+
+    @property
+    def row_fields(self) -> tuple[RowField, ...]:
+        """``lstm_state_h`` and ``lstm_state_c``."""
+        layers, _, units = (int(n) for n in self.h.shape)
+        shape = (self.states_per_row, layers, units)
+        return tuple(RowField(f"lstm_state_{name}", shape, np.dtype(np.float32)) for name in self._TABLES)
+
+    def read_rows(self, rows: IndexArray) -> dict[str, npt.NDArray[Any]]:
+        """Each row's states, ``(len(rows), states_per_row, layers, units)``."""
+        if len(rows):
+            self.ensure_rows(int(rows.max()) + 1)
+        states = state_rows(rows, self.states_per_row)
+        out: dict[str, npt.NDArray[Any]] = {}
+        for name in self._TABLES:
+            table = self._host_table(getattr(self, name))
+            layers, units = table.shape[0], table.shape[2]
+            picked = table[:, states].reshape(layers, len(rows), self.states_per_row, units)
+            out[f"lstm_state_{name}"] = np.ascontiguousarray(picked.transpose(1, 2, 0, 3), dtype=np.float32)
+        return out
+
+    def write_rows(self, rows: IndexArray, values: dict[str, npt.NDArray[Any]]) -> None:
+        """Set each row's states."""
+        if not len(rows):
+            return
+        self.ensure_rows(int(rows.max()) + 1)
+        states = state_rows(rows, self.states_per_row)
+        for name in self._TABLES:
+            state = np.asarray(values[f"lstm_state_{name}"], np.float32)  # (n, states, layers, units)
+            layers, units = state.shape[2], state.shape[3]
+            host = self._host_table(getattr(self, name)).copy()
+            host[:, states] = state.transpose(2, 0, 1, 3).reshape(layers, len(states), units)
+            self._store_table(name, host)
+
+
+class TensorflowBackend(LayeredStateRows):
     """Compiled TensorFlow: state in ``tf.Variable`` tables, step and window as ``tf.function``.
 
     The variables hold one state per table row (``h``, ``c``: ``(layers,
@@ -257,6 +365,12 @@ class TensorflowBackend:
                                  self._tf.TensorSpec([None, self.weights.channels], self._tf.float32)],
             )
 
+    def _host_table(self, table: Any) -> npt.NDArray[Any]:
+        return np.asarray(table.numpy())
+
+    def _store_table(self, name: str, host: npt.NDArray[np.float32]) -> None:
+        getattr(self, name).assign(host)  # a tf.Variable: the compiled step keeps reading it
+
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""
         self._reset_states(state_rows(rows, self.states_per_row))
@@ -311,7 +425,7 @@ class TensorflowBackend:
         return result
 
 
-class KerasOpsBackend:
+class KerasOpsBackend(LayeredStateRows):
     """``keras.ops`` only: the same step under the TensorFlow, JAX or torch backend of Keras 3."""
 
     name = "keras"
@@ -361,6 +475,12 @@ class KerasOpsBackend:
         row_ids = ops.tile(ops.cast(rows, "int32"), [layer_count])
         index = ops.stack([layer_ids, row_ids], axis=1)
         return ops.scatter_update(table, index, ops.reshape(values, (layer_count * count, self.units)))
+
+    def _host_table(self, table: Any) -> npt.NDArray[Any]:
+        return np.asarray(self._keras.ops.convert_to_numpy(table))
+
+    def _store_table(self, name: str, host: npt.NDArray[np.float32]) -> None:
+        setattr(self, name, self._keras.ops.convert_to_tensor(host))  # keras.ops tensors are immutable
 
     def reset(self, rows: IndexArray) -> None:
         """Zero the rows' states."""

@@ -525,12 +525,7 @@ class Daemon:
 
     def _score(self, readings: ReadingBatch, partitions: npt.NDArray[np.int32]) -> ScoreResult:
         """Score on the scorer; new devices remember the partition their reading came from."""
-        registry = self.pipeline.registry
-        registry.incoming_partitions = partitions[readings.record_index]
-        try:
-            return self.pipeline.score(readings)
-        finally:
-            registry.incoming_partitions = None
+        return self.pipeline.score(readings, partitions[readings.record_index])
 
     def _owned(self, items: Sequence[Fetched]) -> list[Fetched]:
         """The fetched records of active partitions only.
@@ -802,7 +797,7 @@ class Daemon:
             self._fetched.pop(tp, None)
             self._beyond_end_since.pop(tp, None)
         if restoring:
-            await self._on_state_job(lambda: release_partitions(self.pipeline, restoring))
+            await self._on_state_job(lambda: release_partitions(self.pipeline.registry, restoring))
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         """Pause the new assignment and start taking it over; the daemon is ready once it has one."""
@@ -829,7 +824,8 @@ class Daemon:
             log.exception("taking over partitions failed; they start cold (devices warm up again)")
             cold = [tp for tp in assigned if tp not in self._active]
             self.metrics.state_cold_partitions.inc(len(cold))
-            await self._on_state_job(lambda: release_partitions(self.pipeline, [tp.partition for tp in cold]))
+            cold_partitions = [tp.partition for tp in cold]
+            await self._on_state_job(lambda: release_partitions(self.pipeline.registry, cold_partitions))
             for tp in cold:
                 self._activate(tp, None)
 
@@ -840,7 +836,7 @@ class Daemon:
         stale = [tp.partition for tp in self._suspended if tp not in kept]
         self._suspended.clear()
         if stale:
-            released = await self._on_state_job(lambda: release_partitions(self.pipeline, stale))
+            released = await self._on_state_job(lambda: release_partitions(self.pipeline.registry, stale))
             log.info("released %d devices of partitions %s", released, sorted(stale))
         for tp in kept:
             self._activate(tp, committed[tp])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import os
@@ -18,11 +19,8 @@ from rich.console import Console
 from rich.table import Table
 
 from streamer import __version__
-from streamer.bench.command import add_bench_parser
-from streamer.chaos.command import add_chaos_parser
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
-from streamer.evaluation.command import add_evaluate_parser
 from streamer.gc_tuning import tune_collector
 
 log = logging.getLogger("streamer")
@@ -30,11 +28,23 @@ log = logging.getLogger("streamer")
 # Exit code after a second SIGTERM/SIGINT (128 + SIGINT), as shells report it.
 FORCED_EXIT = 130
 
+# The lab's commands (benchmarks, chaos, evaluation): command -> (module, parser
+# registration function, one-line help). Their modules are imported only when
+# their command is the one run, so `streamer run` loads none of the lab.
+LAB_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "bench": ("streamer.lab.bench.command", "add_bench_parser", "measure throughput and memory"),
+    "chaos": ("streamer.lab.chaos.command", "add_chaos_parser",
+              "kill daemons and pause the broker under load; verify delivery"),
+    "evaluate": ("streamer.lab.evaluation.command", "add_evaluate_parser",
+                 "score labelled data through the production path"),
+}
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamer`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained bundles
     if args.command is None:
         parser.print_help()
@@ -56,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The command line parser; the lab command named in ``argv`` (if any) is registered in full."""
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Real-time anomaly detection for sensor fleets on Kafka.",
@@ -99,10 +110,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(command="demo", handler=_cmd_demo)
     _model_parsers(sub, common)
     _export_parser(sub, common)
-    add_bench_parser(sub, common)
-    add_chaos_parser(sub, common)
-    add_evaluate_parser(sub, common)
+    _lab_parsers(sub, common, chosen=next((a for a in argv if not a.startswith("-")), None))
     return parser
+
+
+def _lab_parsers(sub: Any, common: argparse.ArgumentParser, chosen: str | None) -> None:
+    """Register the lab's commands: ``chosen`` in full, the others by name and help only."""
+    for name, (module, register, summary) in LAB_COMMANDS.items():
+        if name == chosen:
+            getattr(importlib.import_module(module), register)(sub, common)
+        else:
+            sub.add_parser(name, help=summary, add_help=False)
 
 
 def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -28,8 +28,8 @@ from rich.table import Table
 from streamer.app import Daemon
 from streamer.codec import Alert, decode_alert
 from streamer.config import Config
-from streamer.detection import DetectionReport, match
 from streamer.embedded_broker import EmbeddedBroker, reachable
+from streamer.ground_truth import DetectionReport, match
 from streamer.kafka.clients import connection_kwargs, make_producer
 from streamer.metrics import Metrics
 from streamer.simulate import FleetSpec, SimulationStats, simulate

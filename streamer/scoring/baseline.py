@@ -43,6 +43,10 @@ class HoltPredictor:
         trend: Float64Array = self.table["holt_trend"][slots]
         return level + self.phi * trend
 
+    def extra_rows(self) -> None:
+        """None: level and trend live in the slot table."""
+        return None
+
     def observe(self, slots: IndexArray, values: Float64Array) -> None:
         """Smooth the new readings into level and trend."""
         level = self.table["holt_level"]

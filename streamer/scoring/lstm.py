@@ -32,6 +32,7 @@ from models.backends import BackendName, LSTMBackend, make_backend, row_records
 from models.bundle import ModelBundle
 from models.normalization import update_normalize
 from streamer.scoring.predictor import Float64Array, IndexArray
+from streamer.state.extra_rows import ExtraRows
 from streamer.state.ring_buffer import RingBuffers
 from streamer.state.slot_table import SlotTable
 
@@ -115,6 +116,10 @@ class LSTMPredictor:
     def version(self) -> str:
         """The bundle's content version."""
         return self.bundle.version
+
+    def extra_rows(self) -> ExtraRows | None:
+        """The stateful backend's state table (row = slot); window mode keeps none."""
+        return self.backend if self.mode == "stateful" else None
 
     def forecast(self, slots: IndexArray) -> Float64Array:
         """The forecast computed when each slot's last reading was observed."""

@@ -26,6 +26,7 @@ from streamer.config import Config
 from streamer.errors import ConfigError
 from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor
+from streamer.state.extra_rows import ExtraRows
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
@@ -145,15 +146,34 @@ class ScoringPipeline:
         self.episodes = EpisodeTracker(table, config.alerts)
         self.warmup = config.thresholds.warmup
 
-    def score(self, batch: ReadingBatch) -> ScoreResult:
-        """Score every reading of ``batch``; see the module docstring for ordering."""
+    def extra_rows(self) -> ExtraRows | None:
+        """The predictor's per-slot state outside the slot table, for snapshots."""
+        return self.predictor.extra_rows()
+
+    def state_identity(self) -> dict[str, str]:
+        """What a state snapshot row's meaning depends on besides its layout."""
+        return {"model_version": self.predictor.version, "threshold_method": self.threshold.method,
+                "channels": ",".join(self.channels)}
+
+    def replay(self, batch: ReadingBatch, partitions: npt.NDArray[np.int32]) -> int:
+        """Score replayed readings into the state; returns how many were applied (scored or warm-up)."""
+        result = self.score(batch, partitions)
+        return result.scored + result.warmup
+
+    def score(self, batch: ReadingBatch, partitions: npt.NDArray[np.int32] | None = None) -> ScoreResult:
+        """Score every reading of ``batch``; see the module docstring for ordering.
+
+        ``partitions`` holds the input partition of each reading (None outside
+        Kafka): a device seen for the first time belongs to its reading's
+        partition, so its state moves with that partition.
+        """
         result = ScoreResult()
         n = len(batch)
         result.scores = np.full(n, np.nan)
         if n == 0:
             result.decided_at = time.time()
             return result
-        slots = self.registry.resolve(batch.device_ids)
+        slots = self.registry.resolve(batch.device_ids, partitions)
         admitted = slots != NO_SLOT
         result.rejections.extend(
             Rejection(int(batch.record_index[row]), "device_limit", _DEVICE_LIMIT)

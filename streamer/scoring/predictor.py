@@ -7,6 +7,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from streamer.state.extra_rows import ExtraRows
+
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]
 
@@ -35,4 +37,8 @@ class Predictor(Protocol):
 
     def observe(self, slots: IndexArray, values: Float64Array) -> None:
         """Advance the state of each slot by its new reading ``(len(slots), channels)``."""
+        ...
+
+    def extra_rows(self) -> ExtraRows | None:
+        """Per-slot state kept outside the slot table, for snapshots (None: all of it is in the table)."""
         ...

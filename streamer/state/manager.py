@@ -32,11 +32,9 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import TopicPartition
 
-from streamer.codec import ReadingDecoder, Record
+from streamer.codec import ReadingBatch, ReadingDecoder, Record
 from streamer.config import Config
-from streamer.metrics import Metrics
-from streamer.scoring.pipeline import ScoringPipeline
-from streamer.state.extra_rows import extra_rows_of
+from streamer.state.extra_rows import ExtraRows
 from streamer.state.recovery import (
     Reader,
     SnapshotSelector,
@@ -45,13 +43,83 @@ from streamer.state.recovery import (
     replay_filter,
     replay_start,
 )
-from streamer.state.registry import NO_SLOT
-from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot, pipeline_schema, put_rows, take_rows
+from streamer.state.registry import NO_SLOT, DeviceRegistry
+from streamer.state.snapshots import FORMAT, RowSchema, Snapshot, encode_snapshot, put_rows, take_rows
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 IndexArray = npt.NDArray[np.intp]
+Int32Array = npt.NDArray[np.int32]
+
+
+class ScoredFleet(Protocol):
+    """What the state manager needs of the scoring pipeline (the daemon hands its pipeline in)."""
+
+    @property
+    def registry(self) -> DeviceRegistry:
+        """The devices and their slot table."""
+        ...
+
+    def extra_rows(self) -> ExtraRows | None:
+        """Per-slot state outside the slot table (the stateful LSTM's states), if any."""
+        ...
+
+    def state_identity(self) -> dict[str, str]:
+        """What else must match for a snapshot row to mean the same thing (model, method, channels)."""
+        ...
+
+    def replay(self, batch: ReadingBatch, partitions: Int32Array) -> int:
+        """Score replayed readings (alerts are not published); returns the readings applied."""
+        ...
+
+
+class Counting(Protocol):
+    """A counter (prometheus_client's ``Counter`` or a child of one)."""
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount``."""
+        ...
+
+
+class LabelledCounting(Protocol):
+    """A counter with one label."""
+
+    def labels(self, *values: str) -> Counting:
+        """The child counter of ``values``."""
+        ...
+
+
+class Observing(Protocol):
+    """A histogram."""
+
+    def observe(self, amount: float) -> None:
+        """Record one observation."""
+        ...
+
+
+class StateMetrics(Protocol):
+    """The metrics the state manager updates (``streamer.metrics.Metrics`` has them)."""
+
+    @property
+    def state_snapshots(self) -> Counting:
+        """Device snapshots written."""
+        ...
+
+    @property
+    def state_restored(self) -> LabelledCounting:
+        """Snapshots read on assignment, by outcome."""
+        ...
+
+    @property
+    def state_replayed(self) -> Counting:
+        """Readings replayed after a restore."""
+        ...
+
+    @property
+    def state_restore_seconds(self) -> Observing:
+        """Seconds per partition restore."""
+        ...
 
 
 class Runner(Protocol):
@@ -97,21 +165,19 @@ class RestoreReport:
 class StateManager:
     """Snapshots devices to the state topic and restores them on assignment."""
 
-    def __init__(self, pipeline: ScoringPipeline, config: Config, *, producer: SnapshotProducer,
-                 run: Runner, metrics: Metrics) -> None:
-        self.pipeline = pipeline
+    def __init__(self, fleet: ScoredFleet, config: Config, *, producer: SnapshotProducer,
+                 run: Runner, metrics: StateMetrics) -> None:
+        self.fleet = fleet
         self.config = config
         self.topic = config.kafka.state_topic_name()
         self.input_topic = config.kafka.input_topic
         self.producer = producer
         self.run = run
         self.metrics = metrics
-        registry = pipeline.registry
+        registry = fleet.registry
         self.registry = registry
-        self.extras = extra_rows_of(pipeline.predictor)
-        self.schema = pipeline_schema(registry, self.extras, model_version=pipeline.predictor.version,
-                                      threshold_method=pipeline.threshold.method,
-                                      channels=pipeline.channels)
+        self.extras = fleet.extra_rows()
+        self.schema = RowSchema.build(registry.table, self.extras, fleet.state_identity())
         readings = config.readings
         # Its own decoder: replay may decode on the scoring thread while the
         # fetch loop decodes on the event loop.
@@ -196,7 +262,7 @@ class StateManager:
         """Forget the devices of ``partitions``; returns how many."""
         if not partitions:
             return 0
-        return await self.run(lambda: release_partitions(self.pipeline, partitions))
+        return await self.run(lambda: release_partitions(self.registry, partitions))
 
     # ------------------------------------------------------------------ restore
     async def restore_partition(self, reader: Reader, partition: int, committed: int, *,
@@ -248,11 +314,7 @@ class StateManager:
         # A device already live here reads from another partition this daemon
         # owns (it changed partition): its live state wins.
         fresh = [device_id for device_id in chosen if registry.slot(device_id) is None]
-        registry.incoming_partitions = np.full(len(fresh), partition, np.int32)
-        try:
-            slots = registry.resolve(fresh)
-        finally:
-            registry.incoming_partitions = None
+        slots = registry.resolve(fresh, np.full(len(fresh), partition, np.int32))
         admitted = slots != NO_SLOT
         ids = [device_id for device_id, ok in zip(fresh, admitted.tolist(), strict=True) if ok]
         slots = slots[admitted]
@@ -266,18 +328,11 @@ class StateManager:
         batch = replay_filter(self.decoder.decode(records).readings, records, dict(stamps))
         if not len(batch):
             return 0
-        registry = self.registry
-        registry.incoming_partitions = np.full(len(batch), partition, np.int32)
-        try:
-            result = self.pipeline.score(batch)
-        finally:
-            registry.incoming_partitions = None
-        return result.scored + result.warmup
+        return self.fleet.replay(batch, np.full(len(batch), partition, np.int32))
 
 
-def release_partitions(pipeline: ScoringPipeline, partitions: Collection[int]) -> int:
-    """Release every device of ``partitions`` from ``pipeline``'s registry; returns how many."""
-    registry = pipeline.registry
+def release_partitions(registry: DeviceRegistry, partitions: Collection[int]) -> int:
+    """Release every device of ``partitions`` from ``registry``; returns how many."""
     slots = registry.slots_of_partitions(partitions)
     registry.release(slots)
     return len(slots)

@@ -58,9 +58,6 @@ class DeviceRegistry:
         self._slot_of: dict[str, int] = {}
         self._ids: list[str] = []  # by slot; "" for a free slot
         self._free: list[int] = []
-        # Set by the caller around one ``resolve``: the input partition of each
-        # id, recorded for the devices that call admits.
-        self.incoming_partitions: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -83,8 +80,15 @@ class DeviceRegistry:
         """The slot of a known device, or None."""
         return self._slot_of.get(device_id)
 
-    def resolve(self, device_ids: Sequence[str]) -> IndexArray:
+    def resolve(self, device_ids: Sequence[str],
+                partitions: npt.NDArray[np.int32] | None = None) -> IndexArray:
         """Slots for a batch of device ids, admitting new devices.
+
+        Args:
+            device_ids: One id per reading; an id may repeat.
+            partitions: The input partition of each reading, recorded for
+                the devices this call admits (None: not known, e.g. outside
+                Kafka); a known device keeps the partition it was admitted with.
 
         Returns:
             One slot per id; ``NO_SLOT`` where a new device would exceed
@@ -99,10 +103,11 @@ class DeviceRegistry:
         )
         missing = np.flatnonzero(slots == NO_SLOT)
         if missing.size:
-            self._admit(device_ids, slots, missing)
+            self._admit(device_ids, slots, missing, partitions)
         return slots
 
-    def _admit(self, device_ids: Sequence[str], slots: IndexArray, missing: IndexArray) -> None:
+    def _admit(self, device_ids: Sequence[str], slots: IndexArray, missing: IndexArray,
+               partitions: npt.NDArray[np.int32] | None) -> None:
         admitted_rows: list[int] = []
         admitted_slots: list[int] = []
         for row in missing.tolist():
@@ -128,8 +133,8 @@ class DeviceRegistry:
         if admitted_slots:
             new = np.asarray(admitted_slots, dtype=np.intp)
             self.table["reg_live"][new] = True
-            if self.incoming_partitions is not None:
-                self.table["reg_partition"][new] = self.incoming_partitions[admitted_rows]
+            if partitions is not None:
+                self.table["reg_partition"][new] = partitions[admitted_rows]
 
     def release(self, slots: IndexArray) -> None:
         """Forget the devices in ``slots``: their rows return to the initial fill and are reused.

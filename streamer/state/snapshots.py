@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.state.extra_rows import ExtraRows
-from streamer.state.registry import BOOKKEEPING_FIELDS, DeviceRegistry
+from streamer.state.registry import BOOKKEEPING_FIELDS
 from streamer.state.slot_table import SlotTable
 
 IndexArray = npt.NDArray[np.intp]
@@ -100,7 +100,7 @@ class RowSchema:
             array = table[name]
             layout.append((name, array.dtype.str, tuple(array.shape[1:])))
         extra_fields: list[str] = []
-        for field in extras.fields if extras is not None else ():
+        for field in extras.row_fields if extras is not None else ():
             layout.append((field.name, field.dtype.str, field.shape))
             extra_fields.append(field.name)
         dtype = np.dtype([(name, np.dtype(code), shape) for name, code, shape in layout])
@@ -121,7 +121,7 @@ def take_rows(table: SlotTable, extras: ExtraRows | None, schema: RowSchema,
     for name in schema.table_fields:
         rows[name] = table[name][slots]
     if extras is not None and schema.extra_fields:
-        for name, values in extras.read(slots).items():
+        for name, values in extras.read_rows(slots).items():
             rows[name] = values
     blob = rows.tobytes()
     size = schema.row_bytes
@@ -139,15 +139,7 @@ def put_rows(table: SlotTable, extras: ExtraRows | None, schema: RowSchema, slot
     for name in schema.table_fields:
         table[name][slots] = array[name]
     if extras is not None and schema.extra_fields:
-        extras.write(slots, {name: array[name] for name in schema.extra_fields})
-
-
-def pipeline_schema(registry: DeviceRegistry, extras: ExtraRows | None, *, model_version: str,
-                    threshold_method: str, channels: Sequence[str]) -> RowSchema:
-    """The row schema of a scoring pipeline's state."""
-    identity = {"model_version": model_version, "threshold_method": threshold_method,
-                "channels": ",".join(channels)}
-    return RowSchema.build(registry.table, extras, identity)
+        extras.write_rows(slots, {name: array[name] for name in schema.extra_fields})
 
 
 def row_values(schema: RowSchema, row: bytes) -> dict[str, Any]:

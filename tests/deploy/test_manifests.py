@@ -28,7 +28,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streamer.cli import _parser
+from streamer.cli import build_parser
 from streamer.config import Config, load_config
 from streamer.endpoints import Health, HealthServer
 
@@ -79,7 +79,7 @@ def _selects(match_labels: Mapping[str, str], labels: Mapping[str, str]) -> bool
 def _cli(argv: list[str]) -> argparse.Namespace:
     """Parse a command line (``streamer ...``) with the real parser; exits on a bad one."""
     assert argv[0] == "streamer", argv
-    return _parser().parse_args(argv[1:])
+    return build_parser(argv[1:]).parse_args(argv[1:])
 
 
 def _seconds(span: str | int | float) -> float:

@@ -26,10 +26,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.chaos.verdict import alerted_anomalies
 from streamer.codec import Alert, decode_alert, encode_reading
 from streamer.config import Config
-from streamer.detection import match
+from streamer.ground_truth import match
+from streamer.lab.chaos.verdict import alerted_anomalies
 from streamer.simulate import Fleet, FleetSpec, InjectedAnomaly
 
 pytestmark = pytest.mark.integration

@@ -187,9 +187,9 @@ async def test_slow_scorer_pauses_fetching_and_still_scores_and_commits_everythi
     produced = sum(ends.values())
     original = ScoringPipeline.score
 
-    def slow_score(self: ScoringPipeline, readings: Any) -> ScoreResult:
+    def slow_score(self: ScoringPipeline, readings: Any, partitions: Any = None) -> ScoreResult:
         time.sleep(0.03)  # a scorer far slower than the fetch loop
-        return original(self, readings)
+        return original(self, readings, partitions)
 
     daemon = Daemon(config, metrics=Metrics())
     with patch.object(ScoringPipeline, "score", slow_score):
@@ -291,7 +291,7 @@ from streamer.cli import main
 from streamer.scoring.pipeline import ScoringPipeline
 
 
-def wedged(self, readings):
+def wedged(self, readings, partitions=None):
     threading.Event().wait()  # a model call that never returns
 
 

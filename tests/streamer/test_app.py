@@ -18,12 +18,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from streamer.app import Daemon, Fetched, ScoringThread
-from streamer.bench.fleet import WireRecord
 from streamer.codec import encode_reading
 from streamer.config import MASK, Config, load_config
 from streamer.embedded_broker import free_port
 from streamer.kafka.clients import PartitionPauses
 from streamer.kafka.publisher import Publisher
+from streamer.lab.bench.fleet import WireRecord
 from streamer.metrics import Metrics
 from streamer.state.manager import StateManager
 

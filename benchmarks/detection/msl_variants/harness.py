@@ -6,7 +6,7 @@
   daemon's stateful LSTMPredictor does (two staggered states restarted every
   `window` readings; the forecast after reading t comes from a zero-state run
   over readings [16*(t//16) - 16, t] (from 0 for t < 16), i.e. 17..32 readings).
-- evaluate_with: streamer.evaluation.telemanom.evaluate with replay(..., predictor=P)
+- evaluate_with: streamer.lab.evaluation.telemanom.evaluate with replay(..., predictor=P)
   (the module's `replay` name is rebound for the call; nothing on disk changes).
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 
 from models.normalization import NormalizationSpec, normalize_series
 from streamer.config import load_config
-from streamer.evaluation import telemanom
-from streamer.evaluation.command import configured
-from streamer.evaluation.replay import replay as product_replay
+from streamer.lab.evaluation import telemanom
+from streamer.lab.evaluation.recipe import configured
+from streamer.lab.evaluation.replay import replay as product_replay
 
 DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "msl"
 LABELS = DATA / "labeled_anomalies.csv"
@@ -71,6 +71,9 @@ class PrecomputedPredictor:
             if t < len(self.forecasts[slot]):
                 out[row, 0] = self.forecasts[slot][t]
         return out
+
+    def extra_rows(self) -> None:
+        return None
 
     def observe(self, slots: np.ndarray, values: np.ndarray) -> None:
         for row, slot in enumerate(slots.tolist()):

@@ -1,6 +1,6 @@
 """Train a forecaster variant on MSL train parts with the product's recipe.
 
-Recipe as streamer/evaluation/command.py TrainingOptions + models/training.py:
+Recipe as streamer/lab/evaluation/command.py TrainingOptions + models/training.py:
 window 32, stride 2, min_context 8, 90/10 time split per channel, at most
 60000 training sequences (seeded subset; validation capped in proportion),
 1 LSTM layer of 32 units, Adam lr 0.003, batch 256, up to 20 epochs, early

@@ -218,6 +218,9 @@ def test_alert_id_uses_injected_predictor_version() -> None:
         def observe(self, slots: npt.NDArray[np.intp], values: npt.NDArray[np.float64]) -> None:
             return None
 
+        def extra_rows(self) -> None:
+            return None
+
     pipeline = ScoringPipeline(config(warmup=10), predictor=ZeroForecast())
     values = spike_series(n=60, at=40)
     alerts = [a for i, v in enumerate(values)

@@ -67,15 +67,16 @@ def records(partition: int, devices: list[str], steps: range, first_offset: int 
     return out
 
 
-def manager(producer: FakeProducer | None = None) -> StateManager:
+def manager(producer: FakeProducer | None = None, metrics: Metrics | None = None) -> StateManager:
     config = make_config()
     return StateManager(ScoringPipeline(config), config, producer=producer or FakeProducer(), run=inline,
-                        metrics=Metrics())
+                        metrics=metrics or Metrics())
 
 
 async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_them() -> None:
     producer = FakeProducer()
-    state = manager(producer)
+    metrics = Metrics()
+    state = manager(producer, metrics)
     state._replay(0, records(0, ["a", "b"], range(10)), {})
     state._replay(2, records(2, ["c"], range(10)), {})
     taken = state.take({0: 20, 2: 10})
@@ -86,7 +87,7 @@ async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_t
     assert {d: (t, p) for d, (t, p, _) in sent.items()} == {
         "a": (state.topic, 0), "b": (state.topic, 0), "c": (state.topic, 2)}
     assert {d: s.offset for d, (_, _, s) in sent.items() if s is not None} == {"a": 20, "b": 20, "c": 10}
-    assert state.metrics.registry.get_sample_value("streamer_state_snapshots_total") == 3
+    assert metrics.registry.get_sample_value("streamer_state_snapshots_total") == 3
     # Unchanged devices are not taken again; a new reading makes a device changed.
     assert state.take({0: 20, 2: 10}).device_ids == []
     state._replay(0, records(0, ["b"], range(10, 11), first_offset=20), {})
@@ -108,7 +109,7 @@ async def test_a_slot_reused_while_its_snapshot_was_in_flight_stays_changed() ->
     state = manager()
     state._replay(0, records(0, ["a"], range(5)), {})
     taken = state.take({0: 5})
-    release_partitions(state.pipeline, [0])
+    release_partitions(state.registry, [0])
     state._replay(0, records(0, ["z"], range(5)), {})  # takes a's slot
     await state.write(taken)
     assert state.take({0: 5}).device_ids == ["z"]

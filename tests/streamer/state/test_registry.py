@@ -115,11 +115,8 @@ def test_warming_up_ignores_released_slots() -> None:
 
 def test_devices_remember_the_partition_of_their_first_reading() -> None:
     registry = make(initial=4)
-    registry.incoming_partitions = np.array([2, 0, 2], dtype=np.int32)
-    registry.resolve(["a", "b", "a"])
-    registry.incoming_partitions = np.array([1, 1], dtype=np.int32)
-    registry.resolve(["b", "c"])  # b is known: keeps partition 0
-    registry.incoming_partitions = None
+    registry.resolve(["a", "b", "a"], np.array([2, 0, 2], dtype=np.int32))
+    registry.resolve(["b", "c"], np.array([1, 1], dtype=np.int32))  # b is known: keeps partition 0
     registry.resolve(["d"])  # admitted without partition information
     assert registry.table["reg_partition"][:4].tolist() == [2, 0, 1, NO_PARTITION]
     assert registry.slots_of_partitions([2]).tolist() == [0]
@@ -130,8 +127,7 @@ def test_devices_remember_the_partition_of_their_first_reading() -> None:
 
 def test_changed_slots_are_those_seen_since_their_last_snapshot() -> None:
     registry = make(initial=4)
-    registry.incoming_partitions = np.array([0, 0, 1], dtype=np.int32)
-    slots = registry.resolve(["a", "b", "c"])
+    slots = registry.resolve(["a", "b", "c"], np.array([0, 0, 1], dtype=np.int32))
     registry.table["seen"][slots] = [1, 1, 1]
     assert registry.changed_slots([0]).tolist() == [0, 1]
     registry.table["reg_snapshot_seen"][[0]] = 1

@@ -13,7 +13,6 @@ import pytest
 from streamer.codec import ReadingBatch
 from streamer.config import Config, load_config
 from streamer.scoring.pipeline import ScoringPipeline
-from streamer.state.extra_rows import extra_rows_of
 from streamer.state.registry import BOOKKEEPING_FIELDS
 from streamer.state.snapshots import (
     FORMAT,
@@ -21,7 +20,6 @@ from streamer.state.snapshots import (
     Snapshot,
     decode_snapshot,
     encode_snapshot,
-    pipeline_schema,
     put_rows,
     row_values,
     take_rows,
@@ -89,26 +87,24 @@ def state_of(pipeline: ScoringPipeline, device_id: str) -> dict[str, bytes]:
     table = pipeline.registry.table
     state = {name: np.ascontiguousarray(table[name][slot]).tobytes() for name in table.fields
              if name not in BOOKKEEPING_FIELDS}
-    extras = extra_rows_of(pipeline.predictor)
+    extras = pipeline.extra_rows()
     if extras is not None:
-        for name, value in extras.read(np.array([slot])).items():
+        for name, value in extras.read_rows(np.array([slot])).items():
             state[name] = value.tobytes()
     return state
 
 
 def schema_of(pipeline: ScoringPipeline) -> RowSchema:
-    return pipeline_schema(pipeline.registry, extra_rows_of(pipeline.predictor),
-                           model_version=pipeline.predictor.version,
-                           threshold_method=pipeline.threshold.method, channels=pipeline.channels)
+    return RowSchema.build(pipeline.registry.table, pipeline.extra_rows(), pipeline.state_identity())
 
 
 def move(source: ScoringPipeline, target: ScoringPipeline, devices: Sequence[str]) -> None:
     """Snapshot ``devices`` of ``source`` and restore them into ``target``."""
     schema = schema_of(source)
     slots = np.array([source.registry.slot(d) for d in devices], dtype=np.intp)
-    rows = take_rows(source.registry.table, extra_rows_of(source.predictor), schema, slots)
+    rows = take_rows(source.registry.table, source.extra_rows(), schema, slots)
     target_slots = target.registry.resolve(list(devices))
-    put_rows(target.registry.table, extra_rows_of(target.predictor), schema_of(target), target_slots, rows)
+    put_rows(target.registry.table, target.extra_rows(), schema_of(target), target_slots, rows)
 
 
 CASES = [
@@ -164,11 +160,11 @@ def test_lstm_state_rows_are_part_of_the_snapshot() -> None:
     schema = schema_of(pipeline)
     names = schema.dtype.names or ()
     assert {"ring", "seen", "thr_mean", "ep_open", "stk_run", "stk_longest"} <= set(names)
-    extra = [field.name for field in extra_rows_of(pipeline.predictor).fields]  # type: ignore[union-attr]
+    extra = [field.name for field in pipeline.extra_rows().row_fields]  # type: ignore[union-attr]
     assert extra and set(extra) <= set(names)
     assert not set(BOOKKEEPING_FIELDS) & set(names)
     slot = np.array([pipeline.registry.slot("dev-2")], dtype=np.intp)
-    row = take_rows(pipeline.registry.table, extra_rows_of(pipeline.predictor), schema, slot)[0]
+    row = take_rows(pipeline.registry.table, pipeline.extra_rows(), schema, slot)[0]
     values = row_values(schema, row)
     assert values["seen"] == 50
     assert all(np.abs(values[name]).sum() > 0 for name in extra)  # live LSTM states, not zeros
@@ -205,10 +201,10 @@ def test_rows_are_packed_field_after_field() -> None:
     pipeline = ScoringPipeline(make_config())
     schema = schema_of(pipeline)
     table = pipeline.registry.table
-    extras = extra_rows_of(pipeline.predictor)
+    extras = pipeline.extra_rows()
     assert extras is not None
     expected = sum(table[name][0].nbytes for name in table.fields if name not in BOOKKEEPING_FIELDS)
-    expected += sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in extras.fields)
+    expected += sum(field.dtype.itemsize * int(np.prod(field.shape)) for field in extras.row_fields)
     assert schema.row_bytes == expected
 
 
@@ -220,7 +216,7 @@ def test_take_then_put_into_the_same_slots_is_the_identity() -> None:
     pipeline = ScoringPipeline(make_config(method="likelihood"))
     feed(pipeline, 0, 60)
     schema = schema_of(pipeline)
-    extras = extra_rows_of(pipeline.predictor)
+    extras = pipeline.extra_rows()
     slots = np.arange(len(DEVICES), dtype=np.intp)
     before = {name: _bits(pipeline.registry.table[name]) for name in pipeline.registry.table.fields}
     rows = take_rows(pipeline.registry.table, extras, schema, slots)

@@ -1,0 +1,179 @@
+"""The chaos verdict on synthetic evidence: LESS, MORE, ALL-DELIVERED and the counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from streamer.codec import Alert
+from streamer.lab.chaos.verdict import (
+    DeadLetterSeen,
+    Evidence,
+    ProducedRecord,
+    Reference,
+    alerted_anomalies,
+    judge,
+)
+from streamer.simulate import InjectedAnomaly
+
+GRACE_MS = 1000
+TRUTH = [InjectedAnomaly("dev-a", "spike", 10_000, 10_000, 9.0),
+         InjectedAnomaly("dev-b", "level_shift", 20_000, 25_000, 8.0)]
+
+
+def alert(device: str, event: str, ts: int, start: int | None = None, **figures: float) -> Alert:
+    values: dict[str, Any] = {"actual": 9.0, "forecast": 1.0, "residual": 8.0, "smoothed_residual": 6.0,
+                              "threshold": 5.0, "score": 0.99, "processing_ms": 2.0, "latency_ms": 3.0}
+    values.update(figures)
+    return Alert(alert_id=f"{device}@{start or ts}", event=event,  # type: ignore[arg-type]
+                 device_id=device, ts=ts, episode_start_ts=start or ts, channel="value", method="zscore",
+                 model_version="v1", **values)
+
+
+REFERENCE_ALERTS = [alert("dev-a", "open", 10_000), alert("dev-a", "resolve", 12_000, 10_000),
+                    alert("dev-b", "open", 20_400)]
+# Partition 0: offsets 0..4, the hostile record at 2; partition 1: offsets 0..2.
+PRODUCED = [ProducedRecord(0, 0), ProducedRecord(0, 1), ProducedRecord(0, 2, "malformed_json"),
+            ProducedRecord(0, 3), ProducedRecord(0, 4), ProducedRecord(1, 0), ProducedRecord(1, 1),
+            ProducedRecord(1, 2)]
+
+
+def reference() -> Reference:
+    return Reference(alerts=list(REFERENCE_ALERTS), rejected={(0, 2): "malformed_json"})
+
+
+def evidence(**changes: Any) -> Evidence:
+    fields: dict[str, Any] = {
+        "produced": PRODUCED,
+        "committed": {0: 5, 1: 3},
+        "dead_letters": [DeadLetterSeen(0, 2, "malformed_json")],
+        "alerts": list(REFERENCE_ALERTS),
+        "replay_causes": {"sigkill": 0, "unclean_exit": 0, "logged_replay": 0},
+    }
+    fields.update(changes)
+    return Evidence(**fields)
+
+
+def verdict_of(ev: Evidence, ref: Reference | None = None) -> dict[str, Any]:
+    return judge(ev, ref or reference(), TRUTH, GRACE_MS).as_json()
+
+
+# --------------------------------------------------------------- delivered
+def test_everything_processed_and_alerted_once_is_all_delivered() -> None:
+    result = verdict_of(evidence())
+    assert result["verdict"] == "ALL-DELIVERED"
+    assert result["reasons"] == []
+    assert (result["readings"], result["readings_accounted"], result["hostile_records"]) == (8, 8, 1)
+    assert (result["injected_anomalies"], result["alerted_anomalies"]) == (2, 2)
+    assert result["duplicate_alerts"] == 0
+
+
+def test_repeats_after_a_kill_are_delivered_at_least_once_and_counted() -> None:
+    repeats = [*REFERENCE_ALERTS, alert("dev-a", "open", 10_000, processing_ms=40.0, forecast=1.0 + 1e-9),
+               alert("dev-b", "open", 20_400)]
+    result = verdict_of(evidence(alerts=repeats, dead_letters=[DeadLetterSeen(0, 2, "malformed_json")] * 2,
+                                 replay_causes={"sigkill": 1}))
+    assert result["verdict"] == "ALL-DELIVERED"
+    assert result["duplicate_alerts"] == 2
+    assert result["max_copies"] == 2
+    assert result["readings_accounted"] == 8
+
+
+# -------------------------------------------------------------------- LESS
+def test_a_record_beyond_the_committed_offset_is_less() -> None:
+    result = verdict_of(evidence(committed={0: 4, 1: 3}))
+    assert result["verdict"] == "LESS"
+    assert result["readings_uncommitted"] == 1
+    assert result["readings_accounted"] == 7
+
+
+def test_a_partition_never_committed_is_less() -> None:
+    result = verdict_of(evidence(committed={0: 5, 1: None}))
+    assert result["verdict"] == "LESS"
+    assert result["readings_uncommitted"] == 3
+
+
+def test_a_hostile_record_missing_from_the_dead_letter_topic_is_less() -> None:
+    result = verdict_of(evidence(dead_letters=[]))
+    assert result["verdict"] == "LESS"
+    assert result["hostile_missing_from_dlq"] == 1
+    assert result["readings_accounted"] == 7
+
+
+def test_a_record_only_the_reference_rejects_must_be_dead_lettered_too() -> None:
+    ref = reference()
+    ref.rejected[(1, 1)] = "duplicate_timestamp"
+    result = verdict_of(evidence(), ref)
+    assert result["verdict"] == "LESS"
+    assert (result["rejections_missing_from_dlq"], result["hostile_missing_from_dlq"]) == (1, 0)
+
+
+def test_a_valid_reading_dead_lettered_instead_of_scored_is_less() -> None:
+    letters = [DeadLetterSeen(0, 2, "malformed_json"), DeadLetterSeen(1, 0, "out_of_order")]
+    result = verdict_of(evidence(dead_letters=letters))
+    assert result["verdict"] == "LESS"
+    assert result["valid_readings_dead_lettered"] == 1
+
+
+def test_an_alert_of_the_reference_never_published_is_less_and_its_anomaly_lost() -> None:
+    result = verdict_of(evidence(alerts=REFERENCE_ALERTS[:2]))
+    assert result["verdict"] == "LESS"
+    assert result["alerts_missing"] == 1
+    assert (result["reference_alerted_anomalies"], result["alerted_anomalies"]) == (2, 1)
+    assert result["anomalies_lost"] == 1
+
+
+def test_less_wins_over_more() -> None:
+    result = verdict_of(evidence(committed={0: 5, 1: 2}, alerts=[*REFERENCE_ALERTS, REFERENCE_ALERTS[0]]))
+    assert result["verdict"] == "LESS"
+    assert len(result["reasons"]) == 2
+
+
+# -------------------------------------------------------------------- MORE
+def test_a_duplicate_without_any_replay_cause_is_more() -> None:
+    result = verdict_of(evidence(alerts=[*REFERENCE_ALERTS, REFERENCE_ALERTS[1]]))
+    assert result["verdict"] == "MORE"
+    assert result["duplicate_alerts"] == 1
+
+
+def test_more_copies_than_replays_explain_are_more() -> None:
+    copies = [*REFERENCE_ALERTS, *[REFERENCE_ALERTS[0]] * 3]
+    assert verdict_of(evidence(alerts=copies, replay_causes={"sigkill": 2}))["verdict"] == "MORE"
+    assert verdict_of(evidence(alerts=copies, replay_causes={"sigkill": 2, "logged_replay": 1}))[
+        "verdict"] == "ALL-DELIVERED"
+
+
+def test_an_alert_the_reference_does_not_publish_is_more() -> None:
+    extra = alert("dev-c", "open", 30_000)
+    result = verdict_of(evidence(alerts=[*REFERENCE_ALERTS, extra], replay_causes={"sigkill": 3}))
+    assert result["verdict"] == "MORE"
+    assert result["alerts_extra"] == 1
+
+
+def test_copies_of_one_id_that_disagree_are_more() -> None:
+    other = msgspec.structs.replace(REFERENCE_ALERTS[0], threshold=7.5)
+    result = verdict_of(evidence(alerts=[*REFERENCE_ALERTS, other], replay_causes={"sigkill": 1}))
+    assert result["verdict"] == "MORE"
+    assert result["conflicting_duplicates"] == 1
+
+
+def test_figures_off_the_reference_are_reported_without_failing() -> None:
+    shifted = [msgspec.structs.replace(REFERENCE_ALERTS[0], score=0.5), *REFERENCE_ALERTS[1:]]
+    result = verdict_of(evidence(alerts=shifted))
+    assert result["verdict"] == "ALL-DELIVERED"
+    assert result["alerts_content_diverged"] == 1
+
+
+def test_a_hostile_record_rejected_for_another_reason_is_reported_without_failing() -> None:
+    result = verdict_of(evidence(dead_letters=[DeadLetterSeen(0, 2, "wrong_type")]))
+    assert result["verdict"] == "ALL-DELIVERED"
+    assert result["hostile_reason_mismatches"] == 1
+
+
+# -------------------------------------------------------------- detection
+def test_an_anomaly_counts_as_alerted_only_for_an_open_of_its_device_within_its_window() -> None:
+    assert alerted_anomalies(TRUTH, [alert("dev-b", "open", 25_000 + GRACE_MS)], GRACE_MS) == {1}
+    assert alerted_anomalies(TRUTH, [alert("dev-b", "open", 25_001 + GRACE_MS)], GRACE_MS) == set()
+    assert alerted_anomalies(TRUTH, [alert("dev-b", "resolve", 21_000)], GRACE_MS) == set()
+    assert alerted_anomalies(TRUTH, [alert("dev-a", "open", 21_000)], GRACE_MS) == set()
