@@ -1,6 +1,6 @@
 """Throughput of the daemon's score and acknowledgement loops against a broker that acknowledges late.
 
-The daemon's own ``_score_loop`` and ``_ack_loop`` run on pre-fetched,
+The daemon's own score loop and commit protocol (``streamer.runtime``) run on pre-fetched,
 pre-decoded batches (4,096 readings of a 1,000-device fleet each, the
 shipped LSTM, default thresholds) with a publisher whose acknowledgement of
 each batch arrives ``delay`` milliseconds after it is sent, as from a broker
@@ -22,19 +22,24 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import numpy as np
 from aiokafka import TopicPartition
 
-from streamer.app import Daemon, Fetched
+from streamer.codec import ReadingDecoder, encode_reading
+from streamer.config import Config, load_config
+from streamer.endpoints import Health
 from streamer.lab.bench.fleet import WireRecord
 from streamer.lab.bench.machine import machine_record
-from streamer.codec import encode_reading
-from streamer.config import Config, load_config
-from streamer.kafka.publisher import Publisher
 from streamer.metrics import Metrics
+from streamer.runtime.batches import Fetched
+from streamer.runtime.commits import CommitProtocol
+from streamer.runtime.score_loop import ScoreLoop
+from streamer.runtime.scorer import Scorer
+from streamer.scoring.batcher import MicroBatcher
+from streamer.scoring.pipeline import ScoringPipeline
 
 TP = TopicPartition("readings", 0)
 DEVICES = 1_000
@@ -54,7 +59,7 @@ class LatePublisher:
         return future
 
 
-def batches(daemon: Daemon, count: int, start_step: int) -> list[Fetched]:
+def batches(decoder: ReadingDecoder, count: int, start_step: int) -> list[Fetched]:
     """``count`` fetches of :data:`BATCH` readings, every device in turn, consecutive offsets."""
     rng = np.random.default_rng(start_step)
     out = []
@@ -67,7 +72,7 @@ def batches(daemon: Daemon, count: int, start_step: int) -> list[Fetched]:
             ts = 1_700_000_000_000 + (n // DEVICES) * 1000
             records.append(WireRecord(TP.topic, 0, n, device.encode(),
                                       encode_reading(device, ts, float(rng.normal(50.0, 5.0))), ts))
-        out.append(Fetched(records, daemon.decoder.decode(records, time.time()), {TP: base + BATCH},
+        out.append(Fetched(records, decoder.decode(records, time.time()), {TP: base + BATCH},
                            np.zeros(BATCH, dtype=np.int32)))
     return out
 
@@ -75,31 +80,42 @@ def batches(daemon: Daemon, count: int, start_step: int) -> list[Fetched]:
 async def measure(config: Config, delay_ms: float, unacked: int, warm: int, timed: int) -> float:
     """Readings per second over ``timed`` batches after ``warm`` untimed ones."""
     batching = msgspec.structs.replace(config.batching, max_unacked_batches=unacked, max_wait_ms=0.0)
-    daemon = Daemon(msgspec.structs.replace(config, batching=batching), metrics=Metrics())
-    daemon._publisher = cast(Publisher, LatePublisher(delay_ms / 1000.0))
-    daemon._active = {TP}
-    warm_batches = batches(daemon, warm, 0)
-    timed_batches = batches(daemon, timed, warm)
-    loops = [asyncio.create_task(daemon._score_loop()), asyncio.create_task(daemon._ack_loop())]
+    config = msgspec.structs.replace(config, batching=batching)
+    metrics = Metrics()
+    readings = config.readings
+    decoder = ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
+                             max_message_bytes=readings.max_message_bytes, max_future_ms=readings.max_future_ms)
+    batcher: MicroBatcher[Fetched] = MicroBatcher(max_batch=batching.max_batch, max_wait_ms=0.0,
+                                                  queue_size=batching.queue_size)
+    health = Health(stall_after_s=60.0, unreachable_after_s=60.0, commit_stall_after_s=60.0)
+    commits = CommitProtocol(metrics, health, max_unacked_batches=unacked)
+    commits.activate(TP, None)
+    scorer = Scorer(inline=not config.runtime.scores_on_thread(config.predictor))
+    loop_ = ScoreLoop(pipeline=ScoringPipeline(config), batcher=batcher, scorer=scorer, commits=commits,
+                      sink=LatePublisher(delay_ms / 1000.0), decoder=decoder, metrics=metrics,
+                      on_batch_taken=lambda: None)
+    warm_batches = batches(decoder, warm, 0)
+    timed_batches = batches(decoder, timed, warm)
+    loops = [asyncio.create_task(loop_.run()), asyncio.create_task(loop_.acknowledge())]
     try:
         for fetched in warm_batches:
-            await daemon.batcher.put(fetched)
-        await _until_done(daemon, warm * BATCH)
+            await batcher.put(fetched)
+        await _until_done(commits, warm * BATCH)
         started = time.perf_counter()
         for fetched in timed_batches:
-            await daemon.batcher.put(fetched)
-        await _until_done(daemon, (warm + timed) * BATCH)
+            await batcher.put(fetched)
+        await _until_done(commits, (warm + timed) * BATCH)
         elapsed = time.perf_counter() - started
     finally:
         for loop in loops:
             loop.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
-        await daemon._close()
+        scorer.shutdown()
     return timed * BATCH / elapsed
 
 
-async def _until_done(daemon: Daemon, offset: int) -> None:
-    while daemon._done.get(TP, 0) < offset:
+async def _until_done(commits: CommitProtocol, offset: int) -> None:
+    while (commits.finished(TP) or 0) < offset:
         await asyncio.sleep(0.0005)
 
 

@@ -228,14 +228,14 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from streamer.app import Daemon
+    from streamer.runtime.application import Application
 
     async def serve() -> int:
-        daemon = Daemon(config)
-        # A process-wide choice, so here rather than in Daemon (tests run it in-process).
+        application = Application(config)
+        # A process-wide choice, so here rather than in Application (tests run it in-process).
         tune_collector(config.runtime.gc_gen0_threshold)
-        _install_signal_handlers(daemon.request_stop)
-        return await daemon.run()
+        _install_signal_handlers(application.request_stop)
+        return await application.run()
 
     return asyncio.run(serve())
 

@@ -25,13 +25,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from streamer.app import Daemon
 from streamer.codec import Alert, decode_alert
 from streamer.config import Config
 from streamer.embedded_broker import EmbeddedBroker, reachable
 from streamer.ground_truth import DetectionReport, match
 from streamer.kafka.clients import connection_kwargs, make_producer
 from streamer.metrics import Metrics
+from streamer.runtime.application import Application
 from streamer.simulate import FleetSpec, SimulationStats, simulate
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ async def run_demo(config: Config, options: DemoOptions, console: Console | None
 async def _run(config: Config, options: DemoOptions, console: Console, broker_kind: str) -> dict[str, Any]:
     kafka = config.kafka
     metrics = Metrics()
-    daemon = Daemon(config, metrics=metrics)
+    daemon = Application(config, metrics=metrics)
     daemon_task = asyncio.create_task(daemon.run(), name="daemon")
     await _wait_ready(daemon, daemon_task)
 
@@ -153,7 +153,7 @@ def _default_anomalies(options: DemoOptions) -> int:
     return max(30, round(options.devices * options.duration_s / 120.0))
 
 
-async def _wait_ready(daemon: Daemon, task: asyncio.Task[int], timeout_s: float = 60.0) -> None:
+async def _wait_ready(daemon: Application, task: asyncio.Task[int], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not daemon.health.is_ready()[0]:
         if task.done():

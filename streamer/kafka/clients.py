@@ -265,7 +265,35 @@ class PartitionPauses:
             self.consumer.resume(*to_resume)
 
 
-async def reset_positions(consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition],
+class SeekingConsumer(Protocol):
+    """What :func:`reset_positions` needs of a consumer (AIOKafkaConsumer fits)."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions assigned now."""
+        ...
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> Any:
+        """Move ``partitions`` to their log start."""
+        ...
+
+    async def seek_to_end(self, *partitions: TopicPartition) -> Any:
+        """Move ``partitions`` to their log end."""
+        ...
+
+    async def position(self, tp: TopicPartition) -> int:
+        """The offset of the next record to fetch from ``tp``."""
+        ...
+
+
+class ProbedConsumer(Protocol):
+    """What :func:`broker_answers` needs of a consumer (AIOKafkaConsumer fits)."""
+
+    async def beginning_offsets(self, partitions: Sequence[TopicPartition]) -> Any:
+        """The log start offset of each partition."""
+        ...
+
+
+async def reset_positions(consumer: SeekingConsumer, partitions: Collection[TopicPartition],
                           policy: Literal["earliest", "latest"]) -> dict[TopicPartition, int]:
     """Move ``partitions`` to their log start (``earliest``) or end (``latest``); returns the new positions.
 
@@ -281,7 +309,7 @@ async def reset_positions(consumer: AIOKafkaConsumer, partitions: Collection[Top
     return {tp: await consumer.position(tp) for tp in assigned}
 
 
-async def broker_answers(consumer: AIOKafkaConsumer, tp: TopicPartition, timeout_s: float) -> bool:
+async def broker_answers(consumer: ProbedConsumer, tp: TopicPartition, timeout_s: float) -> bool:
     """Whether the leader of ``tp`` answers a small request (its log start offset) within ``timeout_s``."""
     try:
         await asyncio.wait_for(consumer.beginning_offsets([tp]), timeout_s)

@@ -11,10 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from streamer.app import Daemon
 from streamer.codec import encode_reading
 from streamer.config import Config
 from streamer.kafka.publisher import Publisher
+from streamer.runtime.application import Application
 from streamer.scoring.pipeline import ScoringPipeline
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ async def _committed(config: Config) -> dict[int, int | None]:
         await consumer.stop()
 
 
-async def _run_until_exit(daemon: Daemon, config: Config, count: int) -> int:
+async def _run_until_exit(daemon: Application, config: Config, count: int) -> int:
     task = asyncio.create_task(daemon.run())
     while not daemon.health.is_ready()[0]:
         assert not task.done(), "daemon exited during start"
@@ -58,7 +58,7 @@ async def test_scoring_failure_exits_nonzero_and_commits_nothing(
     config_factory: Callable[..., Config],
 ) -> None:
     config = config_factory(metrics={"enabled": False})
-    daemon = Daemon(config)
+    daemon = Application(config)
     with patch.object(ScoringPipeline, "score", side_effect=RuntimeError("model crashed")):
         exit_code = await _run_until_exit(daemon, config, 50)
     assert exit_code == 1
@@ -70,7 +70,7 @@ async def test_scoring_failure_exits_nonzero_and_commits_nothing(
 async def test_unacknowledged_alerts_are_not_committed(config_factory: Callable[..., Config], fault: str,
                                                        unacknowledged_send: Callable[..., Any]) -> None:
     config = config_factory(metrics={"enabled": False})
-    daemon = Daemon(config)
+    daemon = Application(config)
     send_fault = (patch.object(Publisher, "send", side_effect=KafkaTimeoutError()) if fault == "send raises"
                   else patch.object(Publisher, "send", unacknowledged_send))
     with send_fault:

@@ -32,14 +32,14 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streamer import app
-from streamer.app import Daemon, Fetched
 from streamer.codec import encode_reading
 from streamer.config import Config
 from streamer.embedded_broker import EmbeddedBroker
 from streamer.kafka.clients import ensure_topics
 from streamer.kafka.publisher import Publisher
 from streamer.metrics import Metrics
+from streamer.runtime import fetcher
+from streamer.runtime.application import Application
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
 
 pytestmark = pytest.mark.integration
@@ -94,11 +94,11 @@ async def commit(config: Config, offsets: dict[int, int]) -> None:
         await consumer.stop()
 
 
-def sample(daemon: Daemon, name: str, **labels: str) -> float:
+def sample(daemon: Application, name: str, **labels: str) -> float:
     return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def handled(daemon: Daemon) -> float:
+def handled(daemon: Application) -> float:
     rejected = sum(metric.value for family in daemon.metrics.registry.collect()
                    if family.name == "streamer_readings_rejected"
                    for metric in family.samples if metric.name.endswith("_total"))
@@ -191,13 +191,13 @@ async def test_slow_scorer_pauses_fetching_and_still_scores_and_commits_everythi
         time.sleep(0.03)  # a scorer far slower than the fetch loop
         return original(self, readings, partitions)
 
-    daemon = Daemon(config, metrics=Metrics())
+    daemon = Application(config, metrics=Metrics())
     with patch.object(ScoringPipeline, "score", slow_score):
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: handled(daemon) >= produced, 90, "not every reading was handled", task)
-            await until(lambda: daemon._committed == {TopicPartition(config.kafka.input_topic, p): end
-                                                      for p, end in ends.items()},
+            expected = {TopicPartition(config.kafka.input_topic, p): end for p, end in ends.items()}
+            await until(lambda: daemon.commits.committed_offsets() == expected,
                         10, "finished offsets not committed", task)
             paused_at_end = sample(daemon, "streamer_partitions_paused", reason="backpressure")
         finally:
@@ -235,14 +235,14 @@ async def test_failed_publish_of_a_batch_spanning_two_partitions_commits_neither
     for partition in (0, 1):
         await produce(config, 5, partition=partition)
     spans: list[list[int]] = []
-    score_items = Daemon._score_items
+    score = ScoringPipeline.score
 
-    async def spy(self: Daemon, items: list[Fetched]) -> Any:
-        spans.append(sorted({tp.partition for item in items for tp in item.ends}))
-        return await score_items(self, items)
+    def spy(self: ScoringPipeline, readings: Any, partitions: Any = None) -> ScoreResult:
+        spans.append(sorted(set(partitions.tolist())))  # the input partitions of one batch's readings
+        return score(self, readings, partitions)
 
-    daemon = Daemon(config, metrics=Metrics())
-    with patch.object(Daemon, "_score_items", spy), patch.object(Publisher, "send", unacknowledged_send):
+    daemon = Application(config, metrics=Metrics())
+    with patch.object(ScoringPipeline, "score", spy), patch.object(Publisher, "send", unacknowledged_send):
         code = await asyncio.wait_for(daemon.run(), 60)
     assert code == 1
     assert spans == [[0, 1]]  # one batch, both partitions, and it failed
@@ -343,12 +343,14 @@ async def test_committed_offset_beyond_the_log_end_is_reset_counted_and_consumed
     await ensure_topics(kafka, [kafka.input_topic])
     ends = await produce(config, 10, partition=0)
     await commit(config, {0: 1000})  # beyond the end (10): e.g. the topic was recreated
-    daemon = Daemon(config, metrics=Metrics())
-    with patch.object(app, "BEYOND_END_CONFIRM_S", 1.0), caplog.at_level(logging.WARNING, "streamer.app"):
+    daemon = Application(config, metrics=Metrics())
+    with patch.object(fetcher, "BEYOND_END_CONFIRM_S", 1.0), \
+            caplog.at_level(logging.WARNING, "streamer.runtime.fetcher"):
         task = asyncio.create_task(daemon.run())
         try:
             await until(lambda: handled(daemon) >= ends[0], 60, "partition 0 was never consumed", task)
-            await until(lambda: daemon._committed.get(TopicPartition(kafka.input_topic, 0)) == ends[0], 10,
+            await until(lambda: daemon.commits.committed_offsets().get(TopicPartition(kafka.input_topic, 0))
+                        == ends[0], 10,
                         "partition 0 not committed", task)
             assert daemon.health.live() == (True, "ok")
         finally:

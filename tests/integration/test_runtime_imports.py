@@ -41,9 +41,9 @@ def imported_modules(log: str) -> set[str]:
 
 def test_importtime_lines_are_parsed() -> None:
     log = ("import time: self [us] | cumulative | imported package\n"
-           "import time:       120 |        120 |   streamer.app\n"
+           "import time:       120 |        120 |   streamer.runtime.application\n"
            "some log line\n")
-    assert imported_modules(log) == {"streamer.app"}
+    assert imported_modules(log) == {"streamer.runtime.application"}
 
 
 def metric(port: int, name: str) -> float:
@@ -92,5 +92,5 @@ def test_the_daemon_imports_no_lab_module_and_no_tensorflow(
             process.kill()
             process.wait()
     modules = imported_modules(log_path.read_text())
-    assert "streamer.app" in modules and "streamer.scoring.lstm" in modules
+    assert "streamer.runtime.application" in modules and "streamer.scoring.lstm" in modules
     assert sorted(m for m in modules if m.startswith(FORBIDDEN)) == []

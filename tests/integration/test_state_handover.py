@@ -31,12 +31,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.app import Daemon
 from streamer.codec import ReadingDecoder, decode_alert, encode_reading
 from streamer.config import Config, RecordGateConfig
 from streamer.embedded_broker import free_port
 from streamer.kafka.clients import ensure_state_topic, ensure_topics
 from streamer.metrics import Metrics
+from streamer.runtime.application import Application
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.manager import StateManager
 from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot, take_rows
@@ -210,17 +210,17 @@ def test_restart_restores_warm_state_and_alerts_right_away(
 
 
 # ------------------------------------------------------------------ in-process
-def sample(daemon: Daemon, name: str, **labels: str) -> float:
+def sample(daemon: Application, name: str, **labels: str) -> float:
     return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
-def taken_over(daemon: Daemon) -> bool:
+def taken_over(daemon: Application) -> bool:
     """Assigned partitions all active (restored or kept), none pending."""
-    consumer = daemon._consumer
+    consumer = daemon.consumer
     if consumer is None:
         return False
     assignment = consumer.assignment()
-    return bool(assignment) and assignment == daemon._active and not consumer.paused()
+    return bool(assignment) and assignment == set(daemon.commits.active) and not consumer.paused()
 
 
 async def until(condition: Callable[[], bool], timeout_s: float, message: str,
@@ -235,11 +235,11 @@ async def until(condition: Callable[[], bool], timeout_s: float, message: str,
     pytest.fail(message)
 
 
-def consumed(daemon: Daemon) -> float:
+def consumed(daemon: Application) -> float:
     return sample(daemon, "streamer_readings_consumed_total")
 
 
-def scored_or_warming(daemon: Daemon) -> float:
+def scored_or_warming(daemon: Application) -> float:
     return sample(daemon, "streamer_readings_scored_total") + sample(daemon, "streamer_readings_warmup_total")
 
 
@@ -247,7 +247,7 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
     config_factory: Callable[..., Config],
 ) -> None:
     config = without_http(base_config(config_factory))
-    first, second = Daemon(config, metrics=Metrics()), Daemon(config, metrics=Metrics())
+    first, second = Application(config, metrics=Metrics()), Application(config, metrics=Metrics())
     first_task = asyncio.create_task(first.run())
     tasks = [first_task]
     try:
@@ -260,10 +260,11 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
 
         second_task = asyncio.create_task(second.run())
         tasks.append(second_task)
+        partitions = config.kafka.topic_partitions
         await until(lambda: taken_over(second) and taken_over(first)
-                    and len(first._active) + len(second._active) == config.kafka.topic_partitions,
+                    and len(first.commits.active) + len(second.commits.active) == partitions,
                     40, "partitions did not settle across both daemons", tasks)
-        moved = [tp.partition for tp in second._active]
+        moved = [tp.partition for tp in second.commits.active]
         restored = sample(second, "streamer_state_restored_devices_total", outcome="restored")
         assert restored > 0
         assert len(second.pipeline.registry) == restored
@@ -364,7 +365,7 @@ async def test_snapshots_stamped_beyond_the_committed_offset_are_ignored(
         "x": (9000, 75, None),  # stamped beyond the committed 60: ignored
         "w": (7000, 30, "0" * 16),  # another model or layout: ignored
     })
-    daemon = Daemon(config, metrics=Metrics())
+    daemon = Application(config, metrics=Metrics())
     task = asyncio.create_task(daemon.run())
     try:
         await until(lambda: taken_over(daemon), 30, "daemon never took over", [task])

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 Ending = Literal["sigkill", "sigterm", "crash", "stop"]
 
 # Log lines of a daemon that leave finished-but-uncommitted work to be redone
-# by the next owner (streamer.app): a revoke or shutdown drain that timed out,
+# by the next owner (streamer.runtime): a revoke or shutdown drain that timed out,
 # and a commit the broker refused.
 REPLAY_MARKERS = ("will be replayed", "commit failed")
 # Beyond the daemon's own shutdown deadline, for the process to exit.
