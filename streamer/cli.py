@@ -234,13 +234,14 @@ def _cmd_run(args: argparse.Namespace, config: Config) -> int:
         application = Application(config)
         # A process-wide choice, so here rather than in Application (tests run it in-process).
         tune_collector(config.runtime.gc_gen0_threshold)
-        _install_signal_handlers(application.request_stop)
+        install_signal_handlers(application.request_stop)
         return await application.run()
 
     return asyncio.run(serve())
 
 
-def _install_signal_handlers(request_stop: Callable[[], None]) -> None:
+def install_signal_handlers(request_stop: Callable[[], None]) -> None:
+    """On the running loop: the first SIGTERM/SIGINT calls ``request_stop``, a second exits at once."""
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -270,7 +271,7 @@ def _cmd_simulate(args: argparse.Namespace, config: Config) -> int:
 
     async def produce() -> int:
         stop = asyncio.Event()
-        _install_signal_handlers(stop.set)
+        install_signal_handlers(stop.set)
         await ensure_topics(kafka, [kafka.input_topic])
         producer = make_producer(kafka)
         await producer.start()

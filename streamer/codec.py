@@ -24,28 +24,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-# Every reason a reading can be rejected for. A fixed set: these are metric
-# label values, so the cardinality stays bounded.
-REASONS: tuple[str, ...] = (
-    "empty",  # no value (tombstone)
-    "oversized",  # larger than readings.max_message_bytes
-    "malformed_json",  # not parseable JSON
-    "missing_field",  # device_id, ts or value(s) missing
-    "wrong_type",  # a field of the wrong JSON type
-    "non_finite",  # NaN or +-inf value
-    "invalid_timestamp",  # unparseable, negative or too far in the future
-    "invalid_device_id",  # empty, too long or failing readings.device_id_pattern
-    "key_mismatch",  # Kafka key differs from device_id (would split device state)
-    "channel_mismatch",  # channels differ from readings.channels
-    "duplicate_timestamp",  # same event time as the device's last accepted reading
-    "out_of_order",  # older than the device's last accepted reading
-    "device_limit",  # a new device beyond buffers.max_devices
-)
-Reason = Literal[
-    "empty", "oversized", "malformed_json", "missing_field", "wrong_type", "non_finite",
-    "invalid_timestamp", "invalid_device_id", "key_mismatch", "channel_mismatch",
-    "duplicate_timestamp", "out_of_order", "device_limit",
-]
+from streamer.vocabulary import REJECTION_REASONS, RejectionReason
+
+# Every reason a reading can be rejected for (declared in streamer.vocabulary).
+REASONS = REJECTION_REASONS
+Reason = RejectionReason
 
 # Latest event time accepted as epoch milliseconds: year 9999.
 _MAX_TS_MS = 253_402_300_799_999

@@ -18,7 +18,13 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from streamer import __version__
-from streamer.codec import REASONS
+from streamer.vocabulary import (
+    COMMIT_OUTCOMES,
+    OFFSET_RESET_REASONS,
+    PAUSE_REASONS,
+    REJECTION_REASONS,
+    RESTORE_OUTCOMES,
+)
 
 # Event-time latencies: from a millisecond on loopback up to a minute for
 # devices that buffer before sending.
@@ -31,15 +37,6 @@ BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 655
 # Restoring one partition: from an empty state topic (milliseconds) to a long
 # replay of a busy partition (minutes).
 RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-# How a device's snapshot was treated on assignment (bounded label values).
-RESTORE_OUTCOMES = ("restored", "stale", "mismatch")
-# Why input partitions are paused (bounded label values): their state is
-# being restored, or the scoring queue is above batching.pause_high.
-PAUSE_REASONS = ("restore", "backpressure")
-# Why a partition's fetch position was reset to kafka.auto_offset_reset:
-# out_of_range (the committed offset is no longer, or not yet, in the log),
-# no_committed_offset (the group never committed there: a normal first start).
-OFFSET_RESET_REASONS = ("out_of_range", "no_committed_offset")
 
 
 class BulkHistogram(Collector):
@@ -134,8 +131,8 @@ class Metrics:
         self.rejected = Counter("streamer_readings_rejected",
                                 "Readings rejected and sent to the dead-letter topic, by reason.",
                                 ["reason"], registry=r)
-        for reason in REASONS:
-            self.rejected.labels(reason)
+        for rejection in REJECTION_REASONS:
+            self.rejected.labels(rejection)
         self.alerts = Counter("streamer_alerts", "Alert events acknowledged by the broker.",
                               ["event", "method"], registry=r)
         self.event_to_alert = Histogram(
@@ -169,6 +166,8 @@ class Metrics:
         self.lag = Gauge("streamer_consumer_lag", "Records behind the partition's end offset.",
                          ["partition"], registry=r)
         self.commits = Counter("streamer_commits", "Offset commits, by outcome.", ["outcome"], registry=r)
+        for commit in COMMIT_OUTCOMES:
+            self.commits.labels(commit)
         self.last_commit = Gauge("streamer_last_commit_timestamp_seconds",
                                  "Wall-clock time of the last successful offset commit.", registry=r)
         self.rebalances = Counter("streamer_rebalances", "Partition assignments received.", registry=r)
@@ -184,8 +183,8 @@ class Metrics:
             "streamer_partitions_paused",
             "Assigned input partitions not being fetched, by reason (a partition may have both).",
             ["reason"], registry=r)
-        for reason in PAUSE_REASONS:
-            self.partitions_paused.labels(reason)
+        for pause in PAUSE_REASONS:
+            self.partitions_paused.labels(pause)
         self.backpressure_pauses = Counter(
             "streamer_backpressure_pauses",
             "Times every partition was paused because batching.pause_high readings were queued.",
@@ -193,8 +192,8 @@ class Metrics:
         self.offset_resets = Counter(
             "streamer_offset_resets",
             "Partition positions reset to kafka.auto_offset_reset, by reason.", ["reason"], registry=r)
-        for reason in OFFSET_RESET_REASONS:
-            self.offset_resets.labels(reason)
+        for reset in OFFSET_RESET_REASONS:
+            self.offset_resets.labels(reset)
         self.broker_contact = Gauge(
             "streamer_broker_last_contact_timestamp_seconds",
             "Wall-clock time the brokers last answered the daemon's probe.", registry=r)
@@ -210,8 +209,8 @@ class Metrics:
             "Devices found on the state topic at assignment, by outcome: restored, stale "
             "(stamped beyond the committed offset: ignored), mismatch (other model or layout: ignored).",
             ["outcome"], registry=r)
-        for outcome in RESTORE_OUTCOMES:
-            self.state_restored.labels(outcome)
+        for restore in RESTORE_OUTCOMES:
+            self.state_restored.labels(restore)
         self.state_replayed = Counter(
             "streamer_state_replayed_readings",
             "Input readings replayed into restored state (alerts suppressed).", registry=r)

@@ -134,22 +134,55 @@ class FakeConsumer:
         return dict.fromkeys(partitions, 0)
 
 
+class FakeBatch:
+    """aiokafka's record batch builder, holding at most ``capacity`` records."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None) -> object | None:
+        if len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+
 class FakeProducer:
-    """Records sends (topic, key, value, partition); acknowledges each unless told to fail."""
+    """Records sends (topic, key, value, partition) one by one or in batches; acknowledges them unless told
+    to fail. ``partitions`` is what every topic has; ``batch_capacity`` makes batches fill up."""
 
-    def __init__(self, fail: Exception | None = None) -> None:
+    def __init__(self, fail: Exception | None = None, *, partitions: int = 3, batch_capacity: int = 1000) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+        self.batches: list[tuple[str, int, int]] = []  # (topic, partition, records) per batch sent
         self.fail = fail
+        self.partitions = partitions
+        self.batch_capacity = batch_capacity
 
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   partition: int | None = None) -> asyncio.Future[None]:
-        self.sent.append((topic, key, value, partition))
+    def _ack(self) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail is not None:
             future.set_exception(self.fail)
         else:
             future.set_result(None)
         return future
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
+        return self._ack()
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.batch_capacity)
+
+    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        assert 0 <= partition < self.partitions
+        self.sent.extend((topic, key, value, partition) for key, value in batch.records)
+        self.batches.append((topic, partition, len(batch.records)))
+        return self._ack()
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
 
 
 class HeldSink:

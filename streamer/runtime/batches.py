@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,15 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import TopicPartition
 
-from streamer.codec import DeadLetter, DecodedBatch, ReadingBatch, ReadingDecoder, Record, dead_letter
+from streamer.codec import (
+    DeadLetter,
+    DecodedBatch,
+    ReadingBatch,
+    ReadingDecoder,
+    Record,
+    Rejection,
+    dead_letter,
+)
 from streamer.scoring.pipeline import ScoreResult
 
 Letters = list[tuple[bytes | None, DeadLetter]]
@@ -52,6 +60,12 @@ class MicroBatch:
     partitions: npt.NDArray[np.int32]  # input partition of each record
 
 
+def dead_letters(records: Sequence[Record], rejections: Iterable[Rejection], now_ms: int) -> Letters:
+    """The dead letter of each rejection, keyed by its record's Kafka key: the one place they are built."""
+    return [(records[r.record_index].key, dead_letter(records[r.record_index], r, now_ms))
+            for r in rejections]
+
+
 def combine(items: Sequence[Fetched], channels: int) -> MicroBatch:
     """One record list and one reading batch from several fetches; decode rejections as letters."""
     records: list[Record] = []
@@ -68,10 +82,7 @@ def combine(items: Sequence[Fetched], channels: int) -> MicroBatch:
                 fetched_at=readings.fetched_at, record_index=readings.record_index + base,
             )
         batches.append(readings)
-        letters.extend(
-            (item.records[r.record_index].key, dead_letter(item.records[r.record_index], r, now_ms))
-            for r in item.decoded.rejections
-        )
+        letters.extend(dead_letters(item.records, item.decoded.rejections, now_ms))
     partitions = (items[0].partitions if len(items) == 1
                   else np.concatenate([item.partitions for item in items]))
     return MicroBatch(records, ReadingBatch.concat(batches, channels), letters, partitions)

@@ -31,11 +31,12 @@ from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRa
 from streamer.codec import ReadingDecoder, Record
 from streamer.config import Config
 from streamer.kafka.clients import PartitionPauses, reset_positions
-from streamer.metrics import PAUSE_REASONS, Metrics
+from streamer.metrics import Metrics
 from streamer.runtime.batches import Fetched
 from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.seams import SYSTEM_CLOCK, Clock, Consumer
 from streamer.scoring.batcher import Backpressure, MicroBatcher
+from streamer.vocabulary import PAUSE_REASONS, OffsetResetReason, PauseReason
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,10 @@ log = logging.getLogger(__name__)
 # taken as out of range: right after a leader change the new leader's high
 # watermark may briefly lag the old one's.
 BEYOND_END_CONFIRM_S = 5.0
-# Why partitions are paused (labels of streamer_partitions_paused).
-RESTORE = "restore"
-BACKPRESSURE = "backpressure"
-# Why a position was reset (labels of streamer_offset_resets_total).
-OUT_OF_RANGE = "out_of_range"
-NO_COMMITTED_OFFSET = "no_committed_offset"
+RESTORE: PauseReason = "restore"
+BACKPRESSURE: PauseReason = "backpressure"
+OUT_OF_RANGE: OffsetResetReason = "out_of_range"
+NO_COMMITTED_OFFSET: OffsetResetReason = "no_committed_offset"
 
 
 class Fetcher:
@@ -119,7 +118,8 @@ class Fetcher:
         for reason in PAUSE_REASONS:
             self.metrics.partitions_paused.labels(reason).set(self.pauses.count(reason))
 
-    async def reset_offsets(self, partitions: Mapping[TopicPartition, int | None], reason: str) -> None:
+    async def reset_offsets(self, partitions: Mapping[TopicPartition, int | None],
+                            reason: OffsetResetReason) -> None:
         """Move ``partitions`` to ``kafka.auto_offset_reset``, then count and log each move."""
         policy = self.config.kafka.auto_offset_reset
         try:

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from streamer.codec import ReadingBatch, ReadingDecoder, dead_letter
+from streamer.codec import ReadingBatch, ReadingDecoder
 from streamer.errors import PipelineError
 from streamer.metrics import Metrics
-from streamer.runtime.batches import Fetched, ScoredBatch, combine, owned_only
+from streamer.runtime.batches import Fetched, ScoredBatch, combine, dead_letters, owned_only
 from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.scorer import Scorer
 from streamer.runtime.seams import AlertSink
@@ -98,11 +98,8 @@ class ScoreLoop:
             raise PipelineError(f"scoring failed: {exc}") from exc
         batch_seconds = time.perf_counter() - started
         now_ms = int(time.time() * 1000)
-        records, letters = batch.records, batch.letters
-        letters.extend(
-            (records[r.record_index].key, dead_letter(records[r.record_index], r, now_ms))
-            for r in result.rejections
-        )
+        letters = batch.letters
+        letters.extend(dead_letters(batch.records, result.rejections, now_ms))
         acks = await self.sink.send(result.alerts, letters)
         return ScoredBatch(items, acks, result, letters, batch_seconds, len(batch.readings))
 

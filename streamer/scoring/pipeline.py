@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from streamer.alerts.episodes import EpisodeTracker, alert_id
+from streamer.alerts.episodes import EpisodeTracker
+from streamer.alerts.events import AlertSource, RoundChanges, build_alerts
 from streamer.codec import Alert, ReadingBatch, Rejection
 from streamer.config import Config
 from streamer.errors import ConfigError
@@ -32,11 +32,9 @@ from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
 from streamer.thresholds.record import apply_record_gate, make_record_gate
-from streamer.thresholds.result import ThresholdResult
 from streamer.thresholds.stuck import apply_stuck, make_stuck
 
 IndexArray = npt.NDArray[np.intp]
-AlertEvent = Literal["open", "update", "resolve"]
 
 _DEVICE_LIMIT = "buffers.max_devices reached; new devices are not admitted"
 _DUPLICATE = "same event time as the device's last accepted reading"
@@ -59,19 +57,6 @@ class ScoreResult:
     fetched_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
     # Per-row anomaly score (NaN for rejected and warm-up rows); used by evaluation.
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
-
-
-@dataclass(frozen=True)
-class _RoundChanges:
-    """A round in which episodes opened or resolved (alerts are built after timing)."""
-
-    batch_rows: IndexArray
-    decision: ThresholdResult
-    forecast: npt.NDArray[np.float64]
-    opened: IndexArray
-    updated: IndexArray
-    resolved: IndexArray
-    episode_start: npt.NDArray[np.int64]
 
 
 def make_predictor(config: Config, table: SlotTable) -> Predictor:
@@ -181,7 +166,7 @@ class ScoringPipeline:
         )
         processed = np.zeros(n, dtype=bool)
         rows = np.flatnonzero(admitted)
-        changes: list[_RoundChanges] = []
+        changes: list[RoundChanges] = []
         for round_rows in rounds(slots[rows]):
             batch_rows = rows[round_rows]
             accepted = self._score_round(batch, slots, batch_rows, result, changes)
@@ -190,14 +175,9 @@ class ScoringPipeline:
         result.decided_at = time.time()
         result.event_ts_ms = batch.ts_ms[processed]
         result.fetched_at = batch.fetched_at[processed]
-        for change in changes:
-            events: tuple[tuple[AlertEvent, IndexArray], ...] = (
-                ("open", change.opened), ("update", change.updated), ("resolve", change.resolved))
-            for kind, picks in events:
-                result.alerts.extend(
-                    self._alert(kind, batch, change, pick, result.decided_at) for pick in picks.tolist()
-                )
-        result.alerts.sort(key=lambda a: a.ts)
+        if changes:
+            source = AlertSource(self.channels, self.threshold.method, self.predictor.version)
+            result.alerts = build_alerts(changes, batch, source, result.decided_at)
         return result
 
     def _score_round(
@@ -206,12 +186,12 @@ class ScoringPipeline:
         slots: IndexArray,
         batch_rows: IndexArray,
         result: ScoreResult,
-        changes: list[_RoundChanges],
+        changes: list[RoundChanges],
     ) -> IndexArray:
-        table = self.registry.table
+        registry = self.registry
         round_slots = slots[batch_rows]
         ts = batch.ts_ms[batch_rows]
-        last_ts = table["last_ts"][round_slots]
+        last_ts = registry.last_ts(round_slots)
         stale = ts <= last_ts
         if stale.any():
             duplicates = (ts == last_ts)[stale].tolist()
@@ -232,11 +212,8 @@ class ScoringPipeline:
         result.model_seconds += time.perf_counter() - started
 
         residual = values - forecast
-        seen = table["seen"]
-        scored = (seen[round_slots] >= self.warmup) & np.isfinite(residual).all(axis=1)
-        self.registry.rings.append(round_slots, values)
-        table["last_ts"][round_slots] = ts
-        seen[round_slots] += 1
+        scored = (registry.seen(round_slots) >= self.warmup) & np.isfinite(residual).all(axis=1)
+        registry.accept(round_slots, ts, values)
 
         decision = self.threshold.update(round_slots, residual, scored, values)
         if self.record_gate is not None:
@@ -253,51 +230,7 @@ class ScoringPipeline:
         result.scores[batch_rows] = np.where(scored, decision.score, np.nan)
         if episode.opened.size or episode.updated.size or episode.resolved.size:
             changes.append(
-                _RoundChanges(batch_rows, decision, forecast, episode.opened, episode.updated,
+                RoundChanges(batch_rows, decision, forecast, episode.opened, episode.updated,
                               episode.resolved, episode.episode_start)
             )
         return batch_rows
-
-    def _alert(
-        self,
-        kind: AlertEvent,
-        batch: ReadingBatch,
-        change: _RoundChanges,
-        pick: int,
-        decided_at: float,
-    ) -> Alert:
-        decision = change.decision
-        row = int(change.batch_rows[pick])
-        channel = int(decision.channel[pick])
-        device_id = batch.device_ids[row]
-        actual = float(batch.values[row, channel])
-        predicted = float(change.forecast[pick, channel])
-        start = int(change.episode_start[pick])
-        ts = int(batch.ts_ms[row])
-        return Alert(
-            alert_id=alert_id(device_id, start, self.predictor.version),
-            event=kind,
-            device_id=device_id,
-            ts=ts,
-            episode_start_ts=start,
-            channel=self.channels[channel],
-            actual=actual,
-            forecast=predicted,
-            residual=actual - predicted,
-            smoothed_residual=_finite_or_none(float(decision.smoothed[pick])),
-            threshold=_finite_or_none(float(decision.threshold[pick])),
-            score=float(decision.score[pick]),
-            method=self.threshold.method,
-            model_version=self.predictor.version,
-            processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
-            latency_ms=round(decided_at * 1000.0 - ts, 3),
-        )
-
-
-def _finite_or_none(value: float) -> float | None:
-    """``value``, or None where it is NaN or infinite (JSON has no NaN).
-
-    >>> _finite_or_none(1.5), _finite_or_none(float("nan"))
-    (1.5, None)
-    """
-    return value if np.isfinite(value) else None

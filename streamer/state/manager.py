@@ -288,7 +288,7 @@ class StateManager:
                                     row_bytes=self.schema.row_bytes)
         await read_partition(reader, TopicPartition(self.topic, partition), selector, deadline=deadline)
         selection = selector.selection
-        stamps = await self.run(lambda: self._apply(partition, selection.chosen))
+        stamps = await self.run(lambda: self.apply(partition, selection.chosen))
         outcomes = selection.outcomes()
         outcomes["restored"] = len(stamps)
         for outcome, count in outcomes.items():
@@ -298,7 +298,7 @@ class StateManager:
         max_records = self.config.batching.max_batch
         async for records in fetch_range(reader, TopicPartition(self.input_topic, partition), start,
                                          committed, deadline=deadline, max_records=max_records):
-            applied = await self.run(functools.partial(self._replay, partition, records, stamps))
+            applied = await self.run(functools.partial(self.replay, partition, records, stamps))
             replayed += applied
             self.metrics.state_replayed.inc(applied)
         seconds = time.perf_counter() - started
@@ -308,7 +308,7 @@ class StateManager:
                  partition, committed, seconds, outcomes, replayed, start)
         return report
 
-    def _apply(self, partition: int, chosen: Mapping[str, Snapshot]) -> dict[str, int]:
+    def apply(self, partition: int, chosen: Mapping[str, Snapshot]) -> dict[str, int]:
         """Write the chosen snapshots into new slots; returns the restored devices' stamps."""
         registry = self.registry
         # A device already live here reads from another partition this daemon
@@ -323,7 +323,7 @@ class StateManager:
         table["reg_snapshot_seen"][slots] = table["seen"][slots]  # as on the state topic
         return {device_id: chosen[device_id].offset for device_id in ids}
 
-    def _replay(self, partition: int, records: list[Record], stamps: Mapping[str, int]) -> int:
+    def replay(self, partition: int, records: list[Record], stamps: Mapping[str, int]) -> int:
         """Apply replayed records to the devices that have not seen them; returns readings applied."""
         batch = replay_filter(self.decoder.decode(records).readings, records, dict(stamps))
         if not len(batch):

@@ -136,6 +136,23 @@ class DeviceRegistry:
             if partitions is not None:
                 self.table["reg_partition"][new] = partitions[admitted_rows]
 
+    def last_ts(self, slots: IndexArray) -> npt.NDArray[np.int64]:
+        """The event time of each slot's last accepted reading (``NEVER`` before its first)."""
+        last: npt.NDArray[np.int64] = self.table["last_ts"][slots]
+        return last
+
+    def seen(self, slots: IndexArray) -> npt.NDArray[np.int64]:
+        """How many readings each slot has accepted."""
+        seen: npt.NDArray[np.int64] = self.table["seen"][slots]
+        return seen
+
+    def accept(self, slots: IndexArray, ts_ms: npt.NDArray[np.int64],
+               values: npt.NDArray[np.float64]) -> None:
+        """Record one accepted reading per distinct slot: ring buffer, event time, count."""
+        self.rings.append(slots, values)
+        self.table["last_ts"][slots] = ts_ms
+        self.table["seen"][slots] += 1
+
     def release(self, slots: IndexArray) -> None:
         """Forget the devices in ``slots``: their rows return to the initial fill and are reused.
 

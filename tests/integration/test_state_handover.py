@@ -269,8 +269,8 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
         assert restored > 0
         assert len(second.pipeline.registry) == restored
         assert second.pipeline.registry.warming_up(WARMUP) == 0
-        await until(lambda: second.metrics.devices_warming._value.get() == 0
-                    and second.metrics.devices._value.get() == restored, 5, "B's gauges", tasks)
+        await until(lambda: sample(second, "streamer_devices_warming_up") == 0
+                    and sample(second, "streamer_devices_tracked") == restored, 5, "B's gauges", tasks)
         # A released exactly the devices that moved; it kept its own partitions as they were.
         assert len(first.pipeline.registry) + restored == len(DEVICES)
         assert first.pipeline.registry.slots_of_partitions(moved).size == 0
@@ -379,7 +379,7 @@ async def test_snapshots_stamped_beyond_the_committed_offset_are_ignored(
         assert seen == {"y": 5010, "x": 10, "w": 10}
         assert sample(daemon, "streamer_state_replayed_readings_total") == 30
         # x and w warm up again, and the gauge says so.
-        await until(lambda: daemon.metrics.devices_warming._value.get() == 2, 5, "warming gauge", [task])
+        await until(lambda: sample(daemon, "streamer_devices_warming_up") == 2, 5, "warming gauge", [task])
         # Scoring resumes at the committed offset: nothing before it is scored again.
         assert consumed(daemon) == 0
     finally:

@@ -24,7 +24,7 @@ async def test_first_signal_drains_and_a_second_exits_at_once(monkeypatch: pytes
     stops: list[str] = []
     monkeypatch.setattr(os, "_exit", exits.append)  # the module cli calls through
     loop = asyncio.get_running_loop()
-    cli._install_signal_handlers(lambda: stops.append("stop"))
+    cli.install_signal_handlers(lambda: stops.append("stop"))
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         await _until(stops)

@@ -77,8 +77,8 @@ async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_t
     producer = FakeProducer()
     metrics = Metrics()
     state = manager(producer, metrics)
-    state._replay(0, records(0, ["a", "b"], range(10)), {})
-    state._replay(2, records(2, ["c"], range(10)), {})
+    state.replay(0, records(0, ["a", "b"], range(10)), {})
+    state.replay(2, records(2, ["c"], range(10)), {})
     taken = state.take({0: 20, 2: 10})
     assert sorted(taken.device_ids) == ["a", "b", "c"]
     await state.write(taken)
@@ -90,7 +90,7 @@ async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_t
     assert metrics.registry.get_sample_value("streamer_state_snapshots_total") == 3
     # Unchanged devices are not taken again; a new reading makes a device changed.
     assert state.take({0: 20, 2: 10}).device_ids == []
-    state._replay(0, records(0, ["b"], range(10, 11), first_offset=20), {})
+    state.replay(0, records(0, ["b"], range(10, 11), first_offset=20), {})
     assert state.take({0: 21, 2: 10}).device_ids == ["b"]
     # Only the partitions asked for.
     assert state.take({2: 10}).device_ids == []
@@ -98,7 +98,7 @@ async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_t
 
 async def test_an_unacknowledged_round_leaves_devices_changed() -> None:
     state = manager(FakeProducer(fail=RuntimeError("broker down")))
-    state._replay(0, records(0, ["a"], range(5)), {})
+    state.replay(0, records(0, ["a"], range(5)), {})
     taken = state.take({0: 5})
     with pytest.raises(RuntimeError):
         await state.write(taken)
@@ -107,23 +107,23 @@ async def test_an_unacknowledged_round_leaves_devices_changed() -> None:
 
 async def test_a_slot_reused_while_its_snapshot_was_in_flight_stays_changed() -> None:
     state = manager()
-    state._replay(0, records(0, ["a"], range(5)), {})
+    state.replay(0, records(0, ["a"], range(5)), {})
     taken = state.take({0: 5})
     release_partitions(state.registry, [0])
-    state._replay(0, records(0, ["z"], range(5)), {})  # takes a's slot
+    state.replay(0, records(0, ["z"], range(5)), {})  # takes a's slot
     await state.write(taken)
     assert state.take({0: 5}).device_ids == ["z"]
 
 
 async def test_restored_devices_match_the_original_and_are_not_changed() -> None:
     source = manager()
-    source._replay(1, records(1, ["a", "b"], range(20)), {})
+    source.replay(1, records(1, ["a", "b"], range(20)), {})
     taken = source.take({1: 40})
     target = manager()
-    target._replay(0, records(0, ["x"], range(3)), {})  # so slots differ
+    target.replay(0, records(0, ["x"], range(3)), {})  # so slots differ
     chosen = {d: snapshot for d, value in zip(taken.device_ids, taken.values, strict=True)
               if (snapshot := decode_snapshot(value)) is not None}
-    stamps = target._apply(1, chosen)
+    stamps = target.apply(1, chosen)
     assert stamps == {"a": 40, "b": 40}
     registry = target.registry
     for device_id in ("a", "b"):
@@ -134,15 +134,15 @@ async def test_restored_devices_match_the_original_and_are_not_changed() -> None
         np.testing.assert_array_equal(registry.table["ring"][slot], source.registry.table["ring"][origin])
     assert target.take({1: 40}).device_ids == []
     # The replay then gives each device only what it has not seen.
-    applied = target._replay(1, records(1, ["a", "b"], range(20, 22), first_offset=40), {"a": 41, "b": 40})
+    applied = target.replay(1, records(1, ["a", "b"], range(20, 22), first_offset=40), {"a": 41, "b": 40})
     assert applied == 3
     assert [registry.table["seen"][registry.slot(d)] for d in ("a", "b")] == [21, 22]
 
 
 async def test_release_forgets_only_the_given_partitions() -> None:
     state = manager()
-    state._replay(0, records(0, ["a"], range(3)), {})
-    state._replay(1, records(1, ["b"], range(3)), {})
+    state.replay(0, records(0, ["a"], range(3)), {})
+    state.replay(1, records(1, ["b"], range(3)), {})
     assert await state.release([0]) == 1
     assert state.registry.slot("a") is None
     assert state.registry.slot("b") is not None

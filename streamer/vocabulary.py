@@ -1,0 +1,51 @@
+"""Every bounded set of label values the daemon reports, declared once.
+
+Each set is a ``Literal`` type, which mypy checks wherever a value is used,
+and the tuple of its values, which the metrics pre-register (a label value
+that never occurred still shows, at 0) and the JSON Schemas enumerate. A set
+is fixed so that metric cardinality stays bounded: a device id is never a
+label.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# Why a record was rejected (the dead letter's `reason`, label of
+# streamer_readings_rejected_total). Decoding rejects the first ten; scoring the last three.
+RejectionReason = Literal[
+    "empty",  # no value (tombstone)
+    "oversized",  # larger than readings.max_message_bytes
+    "malformed_json",  # not parseable JSON
+    "missing_field",  # device_id, ts or value(s) missing
+    "wrong_type",  # a field of the wrong JSON type
+    "non_finite",  # NaN or +-inf value
+    "invalid_timestamp",  # unparseable, negative or too far in the future
+    "invalid_device_id",  # empty, too long or failing readings.device_id_pattern
+    "key_mismatch",  # Kafka key differs from device_id (would split device state)
+    "channel_mismatch",  # channels differ from readings.channels
+    "duplicate_timestamp",  # same event time as the device's last accepted reading
+    "out_of_order",  # older than the device's last accepted reading
+    "device_limit",  # a new device beyond buffers.max_devices
+]
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
+
+# Why input partitions are paused (streamer_partitions_paused): their state is
+# being restored, or the scoring queue is above batching.pause_high.
+PauseReason = Literal["restore", "backpressure"]
+PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
+
+# Why a partition's fetch position was reset to kafka.auto_offset_reset
+# (streamer_offset_resets_total): out_of_range (the committed offset is no
+# longer, or not yet, in the log), no_committed_offset (the group never
+# committed there: a normal first start).
+OffsetResetReason = Literal["out_of_range", "no_committed_offset"]
+OFFSET_RESET_REASONS: tuple[OffsetResetReason, ...] = get_args(OffsetResetReason)
+
+# How a device's snapshot was treated on assignment (streamer_state_restored_devices_total).
+RestoreOutcome = Literal["restored", "stale", "mismatch"]
+RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = get_args(RestoreOutcome)
+
+# How an offset commit ended (streamer_commits_total).
+CommitOutcome = Literal["ok", "failed"]
+COMMIT_OUTCOMES: tuple[CommitOutcome, ...] = get_args(CommitOutcome)
