@@ -22,6 +22,7 @@ from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
 from streamer.gc_tuning import tune_collector
+from streamer.logs import configure_logging
 
 log = logging.getLogger("streamer")
 
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamer: {exc}", file=sys.stderr)
         return 2
     level = args.log_level or ("WARNING" if args.command == "demo" else config.runtime.log_level)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, config.runtime.log_format)
     try:
         code: int = args.handler(args, config)
     except StreamerError as exc:

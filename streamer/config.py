@@ -45,13 +45,49 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Base of every config section: immutable, unknown keys rejected."""
 
 
+class Secret:
+    """A configured secret that never prints: ``repr``, ``str`` and formatting show ``***``.
+
+    Only :meth:`reveal` gives the value, so a config logged, printed or put in
+    an exception message by mistake does not leak it.
+
+    >>> secret = Secret("hunter2")
+    >>> f"{secret} {secret!r}", secret.reveal()
+    ('*** Secret(***)', 'hunter2')
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK})"
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
 class SecurityConfig(_Section, frozen=True):
     """How the daemon authenticates to Kafka."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: Secret | None = None
     sasl_password_file: str | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
@@ -71,7 +107,7 @@ class SecurityConfig(_Section, frozen=True):
         """The SASL password, read from ``sasl_password_file`` when that is set."""
         if self.sasl_password_file is not None:
             return Path(self.sasl_password_file).read_text(encoding="utf-8").strip()
-        return self.sasl_password
+        return None if self.sasl_password is None else self.sasl_password.reveal()
 
 
 class KafkaConfig(_Section, frozen=True):
@@ -464,6 +500,10 @@ class RuntimeConfig(_Section, frozen=True):
     # the daemon with a non-zero exit, so its partitions go to a live member.
     commit_stall_timeout_s: PositiveFloat = 300.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: one human-readable line per record; json: one JSON object per
+    # line (ts, level, logger, message, and `event` on records other
+    # programs act on: streamer.logs) for Loki, Elasticsearch and the like.
+    log_format: Literal["text", "json"] = "text"
     # Where batches are scored. event_loop: on the thread that fetches and
     # decodes, between fetches (one core's worth of Python, no GIL hand-offs
     # between two busy threads: ~15 % more readings/s on CPU). thread: on a
@@ -541,7 +581,37 @@ def load_config(
 def _convert(raw: dict[str, Any]) -> Config:
     # Lax mode: PyYAML (YAML 1.1) reads "1e-6" as a string; accept numeric
     # and boolean strings where numbers and booleans are expected.
-    return msgspec.convert(raw, Config, strict=False)
+    return msgspec.convert(raw, Config, strict=False, dec_hook=_decode_secret)
+
+
+def _decode_secret(kind: type, value: Any) -> Any:
+    if kind is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError(f"{kind.__name__} from {type(value).__name__}")
+
+
+def config_document(config: Config, *, reveal_secrets: bool = False) -> dict[str, Any]:
+    """The config as plain data: secrets as ``***``, or as themselves for a child process's config file."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return value.reveal() if reveal_secrets else MASK
+        raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+    document: dict[str, Any] = msgspec.to_builtins(config, enc_hook=encode)
+    return document
+
+
+def write_config_file(config: Config, path: Path) -> Path:
+    """Write ``config`` as a file another ``streamer`` process can load (JSON is valid YAML).
+
+    The file holds the secrets themselves (a child process needs them), so
+    only its owner may read it.
+    """
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(msgspec.json.encode(config_document(config, reveal_secrets=True)))
+    return path
 
 
 def _blame(from_file: dict[str, Any], overrides: Mapping[tuple[str, ...], Any], source: str) -> str:
@@ -581,23 +651,12 @@ def env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
 
 def masked(config: Config) -> dict[str, Any]:
     """The config as plain data with every secret replaced by ``***``."""
-    data: dict[str, Any] = msgspec.to_builtins(config)
-    _mask_in_place(data)
-    return data
+    return config_document(config)
 
 
 def log_effective_config(config: Config) -> None:
     """Log the effective configuration once, secrets masked."""
     log.info("effective configuration: %s", msgspec.json.encode(masked(config)).decode())
-
-
-def _mask_in_place(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _SECRET_KEYS and value is not None:
-                node[key] = MASK
-            else:
-                _mask_in_place(value)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

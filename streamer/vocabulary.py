@@ -46,6 +46,12 @@ OFFSET_RESET_REASONS: tuple[OffsetResetReason, ...] = get_args(OffsetResetReason
 RestoreOutcome = Literal["restored", "stale", "mismatch"]
 RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = get_args(RestoreOutcome)
 
+# Log records that other programs act on carry one of these as `event` (streamer.logs):
+# replay_pending: finished work will be redone by the next owner (a revoke or
+# shutdown drain timed out); commit_failed: the broker refused an offset commit.
+LogEvent = Literal["replay_pending", "commit_failed"]
+LOG_EVENTS: tuple[LogEvent, ...] = get_args(LogEvent)
+
 # How an offset commit ended (streamer_commits_total).
 CommitOutcome = Literal["ok", "failed"]
 COMMIT_OUTCOMES: tuple[CommitOutcome, ...] = get_args(CommitOutcome)

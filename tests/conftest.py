@@ -27,7 +27,7 @@ import msgspec
 import pytest
 import yaml
 
-from streamer.config import Config, load_config
+from streamer.config import Config, load_config, write_config_file
 from streamer.embedded_broker import EmbeddedBroker, free_port
 
 # librdkafka 2.0.2 (Debian bookworm's kcat) mis-skips the tagged fields of
@@ -106,11 +106,7 @@ def config_factory(broker: EmbeddedBroker) -> ConfigFactory:
 def write_config() -> Callable[[Config, Path], Path]:
     """Write a config to a file a daemon subprocess can load (JSON is valid YAML)."""
 
-    def write(config: Config, path: Path) -> Path:
-        path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
-        return path
-
-    return write
+    return write_config_file
 
 
 UnacknowledgedSend = Callable[..., Awaitable["asyncio.Future[Any]"]]

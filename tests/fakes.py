@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 
 from streamer.codec import encode_reading
 from streamer.config import Config, load_config
+from streamer.kafka.batching import RecordBatch
 
 START_MS = 1_700_000_000_000
 
@@ -152,7 +153,8 @@ class FakeProducer:
     """Records sends (topic, key, value, partition) one by one or in batches; acknowledges them unless told
     to fail. ``partitions`` is what every topic has; ``batch_capacity`` makes batches fill up."""
 
-    def __init__(self, fail: Exception | None = None, *, partitions: int = 3, batch_capacity: int = 1000) -> None:
+    def __init__(self, fail: Exception | None = None, *, partitions: int = 3,
+                 batch_capacity: int = 1000) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, int | None]] = []
         self.batches: list[tuple[str, int, int]] = []  # (topic, partition, records) per batch sent
         self.fail = fail
@@ -175,8 +177,8 @@ class FakeProducer:
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.batch_capacity)
 
-    async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[None]:
-        assert 0 <= partition < self.partitions
+    async def send_batch(self, batch: RecordBatch, topic: str, *, partition: int) -> asyncio.Future[None]:
+        assert isinstance(batch, FakeBatch) and 0 <= partition < self.partitions
         self.sent.extend((topic, key, value, partition) for key, value in batch.records)
         self.batches.append((topic, partition, len(batch.records)))
         return self._ack()

@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from streamer.codec import Alert, DeadLetter, encode_alert, encode_dead_letter
+from streamer.kafka.batching import BatchingProducer, send_records
 
 
 class Producer(Protocol):
-    """What the publisher needs of a Kafka producer (AIOKafkaProducer fits)."""
+    """What a one-record-at-a-time writer needs of a Kafka producer (AIOKafkaProducer fits)."""
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
         """Enqueue a record; returns a future that resolves when it is acknowledged."""
@@ -20,7 +21,7 @@ class Producer(Protocol):
 class Publisher:
     """Sends one batch's output in order and reports when every record is acknowledged."""
 
-    def __init__(self, producer: Producer, alert_topic: str, dead_letter_topic: str) -> None:
+    def __init__(self, producer: BatchingProducer, alert_topic: str, dead_letter_topic: str) -> None:
         self.producer = producer
         self.alert_topic = alert_topic
         self.dead_letter_topic = dead_letter_topic
@@ -30,6 +31,8 @@ class Publisher:
     ) -> asyncio.Future[Any]:
         """Enqueue alerts (keyed by device id) and dead letters (keyed by the raw key), in order.
 
+        Records go to the producer as one record batch per partition
+        (:func:`~streamer.kafka.batching.send_records`), not one await each.
         Returns once every record is handed to the producer (so the next
         batch's records follow them), with a future that completes when all
         are acknowledged.
@@ -40,13 +43,13 @@ class Publisher:
         Raises:
             KafkaError: A record could not be enqueued.
         """
-        pending = [
-            await self.producer.send(self.alert_topic, value=encode_alert(alert),
-                                     key=alert.device_id.encode())
-            for alert in alerts
-        ]
-        pending.extend([
-            await self.producer.send(self.dead_letter_topic, value=encode_dead_letter(letter), key=key)
-            for key, letter in dead_letters
-        ])
+        pending: list[Any] = []
+        if alerts:
+            pending += await send_records(self.producer, self.alert_topic,
+                                          ((None, alert.device_id.encode(), encode_alert(alert))
+                                           for alert in alerts))
+        if dead_letters:
+            pending += await send_records(self.producer, self.dead_letter_topic,
+                                          ((None, key, encode_dead_letter(letter))
+                                           for key, letter in dead_letters))
         return asyncio.gather(*pending)

@@ -37,6 +37,7 @@ from streamer.kafka.clients import (
     partition_count,
 )
 from streamer.kafka.publisher import Publisher
+from streamer.logs import event
 from streamer.loop_guard import LoopGuard
 from streamer.metrics import Metrics
 from streamer.runtime.batches import Fetched
@@ -219,7 +220,7 @@ class Application:
             except TimeoutError:
                 log.error(  # noqa: TRY400  # a timeout's traceback says nothing
                     "drain did not finish within %.1fs; uncommitted work will be replayed",
-                    budget * DRAIN_FRACTION)
+                    budget * DRAIN_FRACTION, extra=event("replay_pending"))
                 self.exit_code = 1
             else:
                 # aiokafka calls no revoke listener on stop: hand the state over here.

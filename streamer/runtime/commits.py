@@ -37,6 +37,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamer.endpoints import Health
+from streamer.logs import event
 from streamer.metrics import Metrics
 from streamer.runtime.batches import Fetched, ScoredBatch
 from streamer.runtime.scorer import Scorer
@@ -190,7 +191,7 @@ class CommitProtocol:
                 # Not fatal: the offsets stay pending and the next commit retries.
                 # If the partitions moved away, the new owner replays them.
                 self.metrics.commits.labels("failed").inc()
-                log.warning("commit failed (%s); will retry", exc)
+                log.warning("commit failed (%s); will retry", exc, extra=event("commit_failed"))
                 return
             for tp, offset in offsets.items():
                 if (progress := self._progress.get(tp)) is not None:

@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from streamer.config import Config
 from streamer.endpoints import Health
 from streamer.kafka.clients import PartitionPauses, make_reader
+from streamer.logs import event
 from streamer.metrics import Metrics
 from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.fetcher import RESTORE
@@ -95,7 +96,8 @@ class PartitionOwnership:
             await asyncio.wait_for(self.wait_idle(), budget)
         except TimeoutError:
             drained = False
-            log.warning("revoke: queued work not finished within %.1fs; it will be replayed", budget)
+            log.warning("revoke: queued work not finished within %.1fs; it will be replayed", budget,
+                        extra=event("replay_pending"))
         commits = self.commits
         if drained:
             await commits.snapshot(revoked, self.state, self.scorer)

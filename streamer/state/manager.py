@@ -24,9 +24,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 
 from streamer.codec import ReadingBatch, ReadingDecoder, Record
 from streamer.config import Config
+from streamer.kafka.batching import BatchingProducer, send_records
 from streamer.state.extra_rows import ExtraRows
 from streamer.state.recovery import (
     Reader,
@@ -130,15 +131,6 @@ class Runner(Protocol):
         ...
 
 
-class SnapshotProducer(Protocol):
-    """What snapshot writing needs of a Kafka producer (AIOKafkaProducer fits)."""
-
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   partition: int | None = None) -> Any:
-        """Enqueue a record; returns a future that resolves when it is acknowledged."""
-        ...
-
-
 @dataclass(frozen=True)
 class Taken:
     """Snapshots taken in one round, not yet written."""
@@ -165,7 +157,7 @@ class RestoreReport:
 class StateManager:
     """Snapshots devices to the state topic and restores them on assignment."""
 
-    def __init__(self, fleet: ScoredFleet, config: Config, *, producer: SnapshotProducer,
+    def __init__(self, fleet: ScoredFleet, config: Config, *, producer: BatchingProducer,
                  run: Runner, metrics: StateMetrics) -> None:
         self.fleet = fleet
         self.config = config
@@ -220,35 +212,13 @@ class StateManager:
         """
         if not taken.values:
             return
-        records = zip(taken.device_ids, taken.partitions, taken.values, strict=True)
+        records = ((partition, device_id.encode(), value)
+                   for device_id, partition, value in zip(taken.device_ids, taken.partitions, taken.values,
+                                                          strict=True))
         async with self._write_lock:
-            if hasattr(self.producer, "create_batch"):
-                pending = await self._send_batches(records)
-            else:
-                pending = [await self.producer.send(self.topic, value=value, key=device_id.encode(),
-                                                    partition=partition)
-                           for device_id, partition, value in records]
-            await asyncio.gather(*pending)
+            await asyncio.gather(*await send_records(self.producer, self.topic, records))
         await self.run(lambda: self._mark_written(taken))
         self.metrics.state_snapshots.inc(len(taken.values))
-
-    async def _send_batches(self, records: Iterable[tuple[str, int, bytes]]) -> list[Any]:
-        """Send as full record batches per partition: several times faster than one send per record."""
-        producer: Any = self.producer
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for device_id, partition, value in records:
-            by_partition.setdefault(partition, []).append((device_id.encode(), value))
-        pending: list[Any] = []
-        for partition, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                # A full batch refuses the record; the first record of a batch is always taken.
-                if batch.append(timestamp=None, key=key, value=value) is None:
-                    pending.append(await producer.send_batch(batch, self.topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(timestamp=None, key=key, value=value)
-            pending.append(await producer.send_batch(batch, self.topic, partition=partition))
-        return pending
 
     def _mark_written(self, taken: Taken) -> None:
         registry = self.registry

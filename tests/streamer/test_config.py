@@ -14,6 +14,7 @@ from streamer.config import (
     load_config,
     log_effective_config,
     masked,
+    write_config_file,
 )
 from streamer.errors import ConfigError, StreamerError
 
@@ -196,8 +197,19 @@ def test_masked_hides_secrets_but_keeps_other_values(tmp_path: Path) -> None:
     assert shown["kafka"]["security"]["sasl_password"] == MASK
     assert shown["kafka"]["security"]["sasl_username"] == "svc"
     assert "hunter2" not in repr(shown)
-    # masking works on a copy: the config itself still holds the secret
-    assert config.kafka.security.sasl_password == "hunter2"  # noqa: S105  # a test value
+    # masking works on a copy: the config itself still holds the secret, which never prints
+    secret = config.kafka.security.sasl_password
+    assert secret is not None and secret.reveal() == "hunter2"  # a test value
+    assert "hunter2" not in repr(config) and "hunter2" not in f"{config}" and "hunter2" not in str(secret)
+
+
+def test_a_child_process_config_file_holds_the_secret_and_only_its_owner_reads_it(tmp_path: Path) -> None:
+    config = sasl_config(tmp_path)
+    path = write_config_file(config, tmp_path / "child.yaml")
+    assert path.stat().st_mode & 0o777 == 0o600
+    reloaded = load_config(path, environ={})
+    assert reloaded.kafka.security.password() == "hunter2"  # a test value
+    assert reloaded == config
 
 
 def test_log_effective_config_masks_secrets(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -26,7 +26,7 @@ from typing import IO
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.config import Config
+from streamer.config import Config, write_config_file
 from streamer.embedded_broker import free_port
 from streamer.lab.bench.machine import process_cpu_seconds
 
@@ -174,7 +174,7 @@ class DaemonProcess:
 
     def start(self) -> None:
         """Write the config (JSON is valid YAML) and start the process."""
-        self.config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(self.config)))
+        write_config_file(self.config, self.config_path)
         self._log = self.log_path.open("ab")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         self._process = subprocess.Popen(  # noqa: S603  # our own interpreter running our own CLI

@@ -51,10 +51,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
-from streamer.config import Config
+from streamer.config import Config, write_config_file
 from streamer.kafka.clients import ensure_topics
 from streamer.lab.bench.daemon import (
     CONSUME_TO_DECISION,
@@ -420,7 +419,7 @@ async def _run_path(args: list[str], config: Config, workdir: Path, name: str,
                     timeout_s: float) -> dict[str, Any]:
     """Run one path of :mod:`streamer.lab.bench.e2e_paths` in a fresh interpreter; its JSON result."""
     config_path = workdir / f"{name}.json"
-    config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
+    write_config_file(config, config_path)
     out = workdir / f"{name}-result.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     process = await asyncio.create_subprocess_exec(
@@ -442,7 +441,7 @@ async def _run_path(args: list[str], config: Config, workdir: Path, name: str,
 async def _start_subscriber(config: Config, workdir: Path,
                             name: str) -> tuple[asyncio.subprocess.Process, Path]:
     config_path = workdir / f"{name}.json"
-    config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
+    write_config_file(config, config_path)
     out = workdir / f"{name}.txt"
     log_path = workdir / f"{name}.log"
     log = log_path.open("ab")

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from streamer.config import Config
+from streamer.config import Config, write_config_file
 from streamer.lab.bench.fleet import IntArray, WireRecord, encode_readings
 from streamer.lab.bench.machine import blas_threads, keras_backend, machine_record
 from streamer.lab.bench.model import (
@@ -338,7 +338,7 @@ def run_point(config: Config, point: PipelinePoint, *, seconds: float, blas_thre
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as scratch:
         out = Path(scratch) / "record.json"
         config_path = Path(scratch) / "config.json"
-        config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
+        write_config_file(config, config_path)
         command = [sys.executable, "-m", "streamer.lab.bench.pipeline_worker", "--config", str(config_path),
                    "--mode", point.mode, "--backend", point.backend, "--devices", str(point.devices),
                    "--seconds", str(seconds), "--out", str(out)]

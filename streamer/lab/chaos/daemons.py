@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -25,17 +26,19 @@ from typing import Literal
 
 import msgspec
 
-from streamer.config import ENV_PREFIX, Config
+from streamer.config import ENV_PREFIX, Config, write_config_file
 from streamer.embedded_broker import free_port
+from streamer.vocabulary import LogEvent
 
 log = logging.getLogger(__name__)
 
 Ending = Literal["sigkill", "sigterm", "crash", "stop"]
 
-# Log lines of a daemon that leave finished-but-uncommitted work to be redone
-# by the next owner (streamer.runtime): a revoke or shutdown drain that timed out,
-# and a commit the broker refused.
-REPLAY_MARKERS = ("will be replayed", "commit failed")
+# Log events of a daemon that leave finished-but-uncommitted work to be redone
+# by the next owner: a revoke or shutdown drain that timed out, a commit the
+# broker refused. The daemons log JSON lines; the event names are a contract
+# (streamer.vocabulary.LogEvent), the messages are not.
+REPLAY_EVENTS: frozenset[LogEvent] = frozenset({"replay_pending", "commit_failed"})
 # Beyond the daemon's own shutdown deadline, for the process to exit.
 EXIT_MARGIN_S = 15.0
 
@@ -82,10 +85,11 @@ class DaemonPool:
         number = sum(1 for i in self.history if i.slot == slot)
         port = free_port()
         config = msgspec.structs.replace(
-            self.config, metrics=msgspec.structs.replace(self.config.metrics, port=port))
+            self.config, metrics=msgspec.structs.replace(self.config.metrics, port=port),
+            runtime=msgspec.structs.replace(self.config.runtime, log_format="json"))
         name = f"daemon-{slot}.{number}"
         config_path = self.workdir / f"{name}.json"
-        config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
+        write_config_file(config, config_path)
         log_path = self.workdir / f"{name}.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(  # noqa: S603  # our own CLI, fixed arguments
@@ -221,13 +225,10 @@ class DaemonPool:
         """Processes that ended with a non-zero code without being SIGKILLed."""
         return sum(1 for i in self.history if i.ending not in (None, "sigkill") and i.exit_code != 0)
 
-    def logged_replays(self) -> int:
-        """Log lines, over every process, that report work left to be replayed."""
-        count = 0
-        for incarnation in self.history:
-            text = incarnation.log_path.read_text(encoding="utf-8", errors="replace")
-            count += sum(text.count(marker) for marker in REPLAY_MARKERS)
-        return count
+    def replay_events(self) -> int:
+        """Log events, over every process, that report work left to be replayed."""
+        return sum(replay_events_in(incarnation.log_path.read_text(encoding="utf-8", errors="replace"))
+                   for incarnation in self.history)
 
     def exits(self) -> list[dict[str, object]]:
         """How each process ended."""
@@ -241,3 +242,23 @@ def _ready(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def replay_events_in(log: str) -> int:
+    """JSON log lines of ``log`` whose ``event`` is one of :data:`REPLAY_EVENTS` (other lines are skipped).
+
+    >>> lines = ['{"message": "x", "event": "commit_failed"}', "text: commit failed", '{"message": "y"}']
+    >>> replay_events_in(chr(10).join(lines))
+    1
+    """
+    count = 0
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            document = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(document, dict) and document.get("event") in REPLAY_EVENTS:
+            count += 1
+    return count

@@ -189,7 +189,7 @@ async def _verify(config: Config, plan: ChaosPlan, traffic: Traffic, production:
         alerts=alerts,
         replay_causes={"sigkill": sum(1 for i in pool.history if i.ending == "sigkill"),
                        "unclean_exit": pool.unclean_exits(),
-                       "logged_replay": pool.logged_replays()},
+                       "replay_event": pool.replay_events()},
         input_mismatches=_mismatches(production.records, inputs),
     )
     judgement = judge(evidence, reference, traffic.truth, grace_ms=GRACE_READINGS * traffic.interval_ms)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,28 +15,10 @@ from streamer.metrics import Metrics
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.manager import StateManager, release_partitions
 from streamer.state.snapshots import decode_snapshot
+from tests.fakes import FakeProducer
 
 T = TypeVar("T")
 START_MS = 1_700_000_000_000
-
-
-class FakeProducer:
-    """Records sends; acknowledges them unless told to fail."""
-
-    def __init__(self, fail: Exception | None = None) -> None:
-        self.sent: list[tuple[str, bytes, bytes, int]] = []
-        self.fail = fail
-
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   partition: int | None = None) -> asyncio.Future[None]:
-        assert value is not None and key is not None and partition is not None
-        self.sent.append((topic, key, value, partition))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.fail is not None:
-            future.set_exception(self.fail)
-        else:
-            future.set_result(None)
-        return future
 
 
 async def inline(fn: Callable[[], T]) -> T:
@@ -83,7 +64,8 @@ async def test_a_round_snapshots_changed_devices_to_their_partition_then_marks_t
     assert sorted(taken.device_ids) == ["a", "b", "c"]
     await state.write(taken)
     sent = {key.decode(): (topic, partition, decode_snapshot(value))
-            for topic, key, value, partition in producer.sent}
+            for topic, key, value, partition in producer.sent if key is not None and value is not None}
+    assert len(sent) == len(producer.sent) == 3
     assert {d: (t, p) for d, (t, p, _) in sent.items()} == {
         "a": (state.topic, 0), "b": (state.topic, 0), "c": (state.topic, 2)}
     assert {d: s.offset for d, (_, _, s) in sent.items() if s is not None} == {"a": 20, "b": 20, "c": 10}

@@ -18,7 +18,7 @@ from models.bundle import BundleMetadata, save_bundle
 from models.normalization import NormalizationSpec
 from streamer.cli import main
 from streamer.codec import ReadingDecoder
-from streamer.config import Config, load_config
+from streamer.config import Config, load_config, write_config_file
 from streamer.lab.bench.model import COUNT_FIELD
 from streamer.lab.bench.pipeline import (
     FULL_SWEEP,
@@ -121,7 +121,7 @@ def test_measure_in_process_returns_a_complete_record(config: Config) -> None:
 def test_cli_runs_each_configuration_in_a_worker_and_writes_json(config: Config, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     config_path = tmp_path / "config.json"
-    config_path.write_bytes(msgspec.json.encode(msgspec.to_builtins(config)))
+    write_config_file(config, config_path)
     out = tmp_path / "pipeline.json"
     code = main(["bench", "pipeline", "--config", str(config_path), "--modes", "window",
                  "--backends", "numpy", "--devices", "200", "--seconds", "0.2", "--json", str(out)])

@@ -49,7 +49,7 @@ def evidence(**changes: Any) -> Evidence:
         "committed": {0: 5, 1: 3},
         "dead_letters": [DeadLetterSeen(0, 2, "malformed_json")],
         "alerts": list(REFERENCE_ALERTS),
-        "replay_causes": {"sigkill": 0, "unclean_exit": 0, "logged_replay": 0},
+        "replay_causes": {"sigkill": 0, "unclean_exit": 0, "replay_event": 0},
     }
     fields.update(changes)
     return Evidence(**fields)
@@ -140,7 +140,7 @@ def test_a_duplicate_without_any_replay_cause_is_more() -> None:
 def test_more_copies_than_replays_explain_are_more() -> None:
     copies = [*REFERENCE_ALERTS, *[REFERENCE_ALERTS[0]] * 3]
     assert verdict_of(evidence(alerts=copies, replay_causes={"sigkill": 2}))["verdict"] == "MORE"
-    assert verdict_of(evidence(alerts=copies, replay_causes={"sigkill": 2, "logged_replay": 1}))[
+    assert verdict_of(evidence(alerts=copies, replay_causes={"sigkill": 2, "replay_event": 1}))[
         "verdict"] == "ALL-DELIVERED"
 
 
