@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from hypothesis import given, settings
@@ -13,17 +12,7 @@ from hypothesis import strategies as st
 from streamer.codec import REASONS, ReadingDecoder
 from streamer.config import load_config
 from streamer.scoring.pipeline import ScoringPipeline
-
-
-@dataclass
-class _Record:
-    key: bytes | None
-    value: bytes | None
-    offset: int
-    topic: str = "readings"
-    partition: int = 0
-    timestamp: int = 0
-
+from tests.fakes import FakeRecord
 
 _device = st.one_of(st.sampled_from(["pump-1", "pump-2", "fan-9"]), st.text(max_size=20))
 _number = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**70), 2**70),
@@ -61,7 +50,7 @@ def test_every_record_is_a_reading_or_a_counted_rejection(
     decoder = ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
                              max_message_bytes=readings.max_message_bytes,
                              max_future_ms=readings.max_future_ms)
-    records = [_Record(key, value, offset) for offset, (key, value) in enumerate(items)]
+    records = [FakeRecord(value, key, offset=offset) for offset, (key, value) in enumerate(items)]
     decoded = decoder.decode(records, fetched_at=time.time())
 
     rows = set(decoded.readings.record_index.tolist())
@@ -101,8 +90,8 @@ def test_floods_of_new_devices_and_reordered_readings_stay_bounded_and_accounted
                              max_message_bytes=settings_.max_message_bytes,
                              max_future_ms=settings_.max_future_ms)
     pipeline = ScoringPipeline(config)
-    records = [_Record(device.encode(),
-                       _json({"device_id": device, "ts": 1_700_000_000_000 + ts, "value": v}), offset)
+    records = [FakeRecord(_json({"device_id": device, "ts": 1_700_000_000_000 + ts, "value": v}),
+                          device.encode(), offset=offset)
                for offset, (device, ts, v) in enumerate(readings)]
     accepted: dict[str, list[int]] = {}
     accounted = 0

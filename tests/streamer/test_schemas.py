@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -20,6 +19,7 @@ from streamer.codec import (
     encode_dead_letter,
 )
 from streamer.config import ReadingsConfig
+from tests.fakes import FakeRecord
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -27,16 +27,6 @@ def _schema(name: str) -> dict[str, Any]:
     schema: dict[str, Any] = json.loads(text)
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
-
-
-@dataclass
-class _Record:
-    value: bytes | None
-    key: bytes | None = b"pump-17"
-    topic: str = "readings"
-    partition: int = 0
-    offset: int = 0
-    timestamp: int = 0
 
 
 def _decoder() -> ReadingDecoder:
@@ -51,7 +41,7 @@ def _decoder() -> ReadingDecoder:
 ])
 def test_valid_readings_match_schema_and_decode(payload: dict[str, Any]) -> None:
     jsonschema.validate(payload, _schema("reading"))
-    decoded = _decoder().decode([_Record(json.dumps(payload).encode())], fetched_at=1.8e9)
+    decoded = _decoder().decode([FakeRecord(json.dumps(payload).encode(), b"pump-17")], fetched_at=1.8e9)
     assert len(decoded.readings) == 1
     assert decoded.rejections == []
 
@@ -65,7 +55,7 @@ def test_valid_readings_match_schema_and_decode(payload: dict[str, Any]) -> None
 def test_invalid_readings_fail_schema_and_are_rejected(payload: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(payload, _schema("reading"))
-    decoded = _decoder().decode([_Record(json.dumps(payload).encode())], fetched_at=1.8e9)
+    decoded = _decoder().decode([FakeRecord(json.dumps(payload).encode(), b"pump-17")], fetched_at=1.8e9)
     assert len(decoded.readings) == 0
     assert len(decoded.rejections) == 1
 
@@ -81,5 +71,5 @@ def test_alert_matches_schema() -> None:
 def test_dead_letter_matches_schema_and_lists_every_reason() -> None:
     schema = _schema("dead_letter")
     assert schema["properties"]["reason"]["enum"] == list(REASONS)
-    letter = dead_letter(_Record(b"\xff{not json", key=None), Rejection(0, "malformed_json", "bad"), 5)
+    letter = dead_letter(FakeRecord(b"\xff{not json"), Rejection(0, "malformed_json", "bad"), 5)
     jsonschema.validate(json.loads(encode_dead_letter(letter)), schema)

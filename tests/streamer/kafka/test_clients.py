@@ -9,29 +9,9 @@ from aiokafka import TopicPartition
 
 from streamer.config import KafkaConfig
 from streamer.kafka.clients import PartitionPauses, make_consumer
+from tests.fakes import FakeConsumer
 
 TP = [TopicPartition("readings", p) for p in range(3)]
-
-
-class FakeConsumer:
-    """Holds an assignment and aiokafka's single paused flag per partition."""
-
-    def __init__(self, assigned: list[TopicPartition]) -> None:
-        self.assigned = set(assigned)
-        self.paused_now: set[TopicPartition] = set()
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self.paused_now)
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        assert set(partitions) <= self.assigned, "pausing a partition that is not assigned"
-        self.paused_now.update(partitions)
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        self.paused_now.difference_update(partitions)
 
 
 def test_group_consumer_gets_the_static_member_id_and_reports_offset_errors() -> None:

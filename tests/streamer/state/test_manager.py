@@ -15,7 +15,7 @@ from streamer.metrics import Metrics
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.manager import StateManager, release_partitions
 from streamer.state.snapshots import decode_snapshot
-from tests.fakes import FakeProducer
+from tests.fakes import FakeProducer, FakeRecord
 
 T = TypeVar("T")
 START_MS = 1_700_000_000_000
@@ -30,21 +30,12 @@ def make_config() -> Config:
     return msgspec.structs.replace(base, thresholds=msgspec.structs.replace(base.thresholds, warmup=5))
 
 
-class _Record:
-    def __init__(self, partition: int, offset: int, device_id: str, step: int) -> None:
-        self.topic = "readings"
-        self.partition = partition
-        self.offset = offset
-        self.key: bytes | None = device_id.encode()
-        self.value: bytes | None = encode_reading(device_id, START_MS + 100 * step, 10.0 + step % 3)
-        self.timestamp = 0
-
-
 def records(partition: int, devices: list[str], steps: range, first_offset: int = 0) -> list[Any]:
     out: list[Any] = []
     for step in steps:
         for device_id in devices:
-            out.append(_Record(partition, first_offset + len(out), device_id, step))
+            out.append(FakeRecord(encode_reading(device_id, START_MS + 100 * step, 10.0 + step % 3),
+                                  device_id.encode(), partition=partition, offset=first_offset + len(out)))
     return out
 
 

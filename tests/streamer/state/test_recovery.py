@@ -11,6 +11,7 @@ import numpy as np
 from streamer.codec import ReadingBatch
 from streamer.state.recovery import SnapshotSelector, fetch_range, replay_filter, replay_start, subset
 from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot
+from tests.fakes import FakeRecord
 
 FINGERPRINT = "f" * 16
 ROW = 8
@@ -69,16 +70,6 @@ def test_a_tombstone_forgets_the_device_and_keyless_records_are_skipped() -> Non
     assert sel.selection.outcomes() == {"restored": 0, "stale": 0, "mismatch": 0}
 
 
-class _Record:
-    def __init__(self, offset: int) -> None:
-        self.topic = "readings"
-        self.partition = 0
-        self.offset = offset
-        self.key: bytes | None = None
-        self.value: bytes | None = None
-        self.timestamp = 0
-
-
 def _batch(device_ids: list[str], record_index: list[int]) -> ReadingBatch:
     n = len(device_ids)
     return ReadingBatch(device_ids=device_ids, ts_ms=np.arange(n, dtype=np.int64),
@@ -87,7 +78,7 @@ def _batch(device_ids: list[str], record_index: list[int]) -> ReadingBatch:
 
 
 def test_replay_gives_each_device_only_the_readings_at_or_after_its_stamp() -> None:
-    records: list[Any] = [_Record(offset) for offset in range(50, 56)]
+    records: list[Any] = [FakeRecord(None, offset=offset) for offset in range(50, 56)]
     # Record 2 was rejected at decode: the batch skips it.
     batch = _batch(["a", "b", "a", "b", "c"], [0, 1, 3, 4, 5])  # offsets 50, 51, 53, 54, 55
     kept = replay_filter(batch, records, {"a": 53, "b": 51})  # c has no snapshot: all of its readings
@@ -98,7 +89,7 @@ def test_replay_gives_each_device_only_the_readings_at_or_after_its_stamp() -> N
 
 def test_replay_filter_keeps_the_batch_when_nothing_is_filtered() -> None:
     batch = _batch(["a"], [0])
-    records: list[Any] = [_Record(7)]
+    records: list[Any] = [FakeRecord(None, offset=7)]
     assert replay_filter(batch, records, {"a": 7}) is batch
     assert len(subset(batch, np.array([], dtype=np.intp))) == 0
 

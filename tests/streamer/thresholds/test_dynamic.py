@@ -265,20 +265,7 @@ def test_factory_builds_it() -> None:
     assert threshold.method == "dynamic"
 
 
-# ---- contract checks shared by threshold backends -------------------------
-
-
-def test_inputs_are_not_mutated() -> None:
-    threshold = make(capacity=3)
-    slots = np.array([2, 0])
-    residual = np.array([[1.0], [np.nan]])
-    scored = np.array([True, False])
-    copies = slots.copy(), residual.copy(), scored.copy()
-    for _ in range(60):
-        threshold.update(slots, residual, scored)
-    np.testing.assert_array_equal(slots, copies[0])
-    np.testing.assert_array_equal(residual, copies[1])
-    np.testing.assert_array_equal(scored, copies[2])
+# ---- determinism (the shared contracts: tests/streamer/thresholds/test_contracts.py) ----
 
 
 def test_deterministic_and_picklable() -> None:
