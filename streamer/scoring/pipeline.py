@@ -124,7 +124,7 @@ class ScoringPipeline:
         self.record_gate = make_record_gate(table, channel_count, config.thresholds.method,
                                             config.thresholds.record_gate)
         # Range novelty runs after whichever method is configured (None: off).
-        self.novelty = make_novelty(table, channel_count, config.thresholds)
+        self.novelty = make_novelty(table, channel_count, config.thresholds.range_novelty)
         # Stuck sensors, after both: a stuck reading is easy to forecast, so
         # only the readings themselves show it (None: off).
         self.stuck = make_stuck(table, channel_count, config.thresholds.stuck)

@@ -49,4 +49,4 @@ def make_threshold(table: SlotTable, channels: int, config: ThresholdsConfig) ->
         return AnomalyLikelihood(table, channels, config)
     from streamer.thresholds.zscore import RollingZScore
 
-    return RollingZScore(table, channels, config)
+    return RollingZScore(table, channels, config.zscore)

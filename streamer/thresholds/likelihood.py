@@ -313,9 +313,9 @@ class AnomalyLikelihood:
         # period, so it has settled by the first estimate and follows slow
         # drift afterwards (keeping raw scores near Uniform(0, 1)).
         self.alpha = 2.0 / (self.config.learning_period + 1.0)
-        # Shared with the z-score method: a perfectly flat signal must not
-        # turn rounding jitter into huge z.
-        self.min_var = config.min_std**2
+        # The z-score method's residual floor (thresholds.zscore.min_std): a
+        # perfectly flat signal must not turn rounding jitter into huge z.
+        self.min_var = config.zscore.min_std**2
         table.add_field("lik_res_mean", (channels,), np.float64, 0.0)
         table.add_field("lik_res_var", (channels,), np.float64, 0.0)
         table.add_field("lik_res_count", (), np.int64, 0)  # residuals learned

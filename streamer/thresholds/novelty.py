@@ -22,7 +22,7 @@ flagged once, not for as long as it stays there. A channel whose range is
 still a single value is never novel (no scale to judge by). NaN readings are
 skipped.
 
-With ``quiet > 0`` (``thresholds.range_quiet_period``) a novel reading within
+With ``quiet > 0`` (``thresholds.range_novelty.quiet_period``) a novel reading within
 ``quiet`` readings of the last one that was scored 1.0 keeps the method's
 score: it is still flagged, but a slow drift that pushes the range outwards
 every few readings shows one top score, not a burst of them.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from streamer.config import ThresholdsConfig
+from streamer.config import RangeNoveltyConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.result import ThresholdResult
 
@@ -130,12 +130,12 @@ class RangeNovelty:
         return shown
 
 
-def make_novelty(table: SlotTable, channels: int, config: ThresholdsConfig) -> RangeNovelty | None:
-    """The range novelty ``config`` asks for (``range_margin: null`` turns it off)."""
-    if config.range_margin is None:
+def make_novelty(table: SlotTable, channels: int, config: RangeNoveltyConfig) -> RangeNovelty | None:
+    """The range novelty ``config`` asks for (``margin: null`` turns it off)."""
+    if config.margin is None:
         return None
-    return RangeNovelty(table, channels, config.range_margin, config.range_horizon, config.range_min_readings,
-                        config.range_quiet_period)
+    return RangeNovelty(table, channels, config.margin, config.horizon, config.min_readings,
+                        config.quiet_period)
 
 
 def apply_novelty(novelty: RangeNovelty, slots: IndexArray, values: Float64Array, scored: BoolArray,

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import log_ndtr
 
-from streamer.config import ThresholdsConfig
+from streamer.config import ZScoreConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.result import ThresholdResult
 
@@ -57,7 +57,7 @@ class RollingZScore:
 
     method = "zscore"
 
-    def __init__(self, table: SlotTable, channels: int, config: ThresholdsConfig) -> None:
+    def __init__(self, table: SlotTable, channels: int, config: ZScoreConfig) -> None:
         self.table = table
         self.z = config.z
         self.smooth_alpha = 2.0 / (config.smoothing_span + 1.0)

@@ -32,10 +32,10 @@ def test_invalid_config_fails_at_start_naming_file_and_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "bad.yaml"
-    config.write_text("thresholds:\n  window: 4\n")
+    config.write_text("thresholds:\n  zscore:\n    window: 4\n")
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert f"{config}: thresholds.window" in err
+    assert f"{config}: thresholds.zscore.window" in err
     assert "got 4" in err
 
 

@@ -30,17 +30,18 @@ def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
 def test_defaults_load_without_file_or_environment() -> None:
     config = load_config(None, environ={})
     assert config == Config()
-    assert config.thresholds.window == 200
+    assert config.thresholds.zscore.window == 200
     assert config.batching.max_batch == 4096
     assert config.readings.channels == ["value"]
     assert config.kafka.security.protocol == "PLAINTEXT"
 
 
 def test_yaml_file_overrides_defaults_and_keeps_the_rest(tmp_path: Path) -> None:
-    path = write(tmp_path, "thresholds:\n  window: 300\n  z: 4.5\nkafka:\n  input_topic: sensors\n")
+    text = "thresholds:\n  zscore:\n    window: 300\n    z: 4.5\nkafka:\n  input_topic: sensors\n"
+    path = write(tmp_path, text)
     config = load_config(path, environ={})
-    assert config.thresholds.window == 300
-    assert config.thresholds.z == 4.5
+    assert config.thresholds.zscore.window == 300
+    assert config.thresholds.zscore.z == 4.5
     assert config.kafka.input_topic == "sensors"
     assert config.thresholds.warmup == Config().thresholds.warmup
     assert config.kafka.alert_topic == "alerts"
@@ -89,14 +90,14 @@ def test_secret_from_env_stays_a_string_even_when_numeric() -> None:
 
 
 def test_invalid_file_value_names_file_key_path_and_value(tmp_path: Path) -> None:
-    path = write(tmp_path, "thresholds:\n  window: 4\n")
+    path = write(tmp_path, "thresholds:\n  zscore:\n    window: 4\n")
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     message = str(info.value)
-    assert message.startswith(f"{path}: thresholds.window: ")
-    assert "4" in message.removeprefix(f"{path}: thresholds.window: ")
+    assert message.startswith(f"{path}: thresholds.zscore.window: ")
+    assert "4" in message.removeprefix(f"{path}: thresholds.zscore.window: ")
     assert info.value.source == str(path)
-    assert info.value.key_path == "thresholds.window"
+    assert info.value.key_path == "thresholds.zscore.window"
     assert isinstance(info.value, StreamerError)
 
 
@@ -128,16 +129,16 @@ def test_unknown_key_in_file_is_not_blamed_on_an_unrelated_env_override(tmp_path
     # The typo is in the file; the environment only sets a valid sibling key.
     path = write(tmp_path, "thresholds:\n  windw: 300\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path, environ={"STREAMER__THRESHOLDS__Z": "4"})
+        load_config(path, environ={"STREAMER__THRESHOLDS__ZSCORE__Z": "4"})
     assert info.value.source == str(path)
     assert "windw" in str(info.value)
 
 
 def test_env_caused_error_names_environment(tmp_path: Path) -> None:
-    path = write(tmp_path, "thresholds:\n  z: 4\n")
+    path = write(tmp_path, "thresholds:\n  zscore:\n    z: 4\n")
     with pytest.raises(ConfigError) as info:
-        load_config(path, environ={"STREAMER__THRESHOLDS__WINDOW": "3"})
-    assert str(info.value).startswith("environment: thresholds.window: ")
+        load_config(path, environ={"STREAMER__THRESHOLDS__ZSCORE__WINDOW": "3"})
+    assert str(info.value).startswith("environment: thresholds.zscore.window: ")
     assert "3" in info.value.reason
 
 
@@ -237,10 +238,10 @@ def test_password_is_read_from_file(tmp_path: Path) -> None:
 def test_config_is_frozen() -> None:
     config = load_config(None, environ={})
     with pytest.raises(AttributeError):
-        config.thresholds.z = 1.0  # type: ignore[misc]
-    changed = msgspec.structs.replace(config.thresholds, z=1.0)
+        config.thresholds.zscore.z = 1.0  # type: ignore[misc]
+    changed = msgspec.structs.replace(config.thresholds.zscore, z=1.0)
     assert changed.z == 1.0
-    assert config.thresholds.z == 5.0
+    assert config.thresholds.zscore.z == 5.0
 
 
 def test_repository_config_yaml_matches_built_in_defaults() -> None:
@@ -312,15 +313,15 @@ def test_scoring_runs_on_a_thread_only_for_backends_that_release_the_gil(
 
 
 def test_quiet_periods_load_and_must_not_be_negative(tmp_path: Path) -> None:
-    text = "thresholds:\n  range_quiet_period: 20\n  likelihood:\n    quiet_period: 1000\n"
+    text = "thresholds:\n  range_novelty:\n    quiet_period: 20\n  likelihood:\n    quiet_period: 1000\n"
     config = load_config(write(tmp_path, text), environ={})
-    assert config.thresholds.range_quiet_period == 20
+    assert config.thresholds.range_novelty.quiet_period == 20
     assert config.thresholds.likelihood.quiet_period == 1000
-    assert Config().thresholds.range_quiet_period == 0  # off unless asked for
+    assert Config().thresholds.range_novelty.quiet_period == 0  # off unless asked for
     assert Config().thresholds.likelihood.quiet_period == 0
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, "thresholds:\n  range_quiet_period: -1\n"), environ={})
-    assert info.value.key_path == "thresholds.range_quiet_period"
+        load_config(write(tmp_path, "thresholds:\n  range_novelty:\n    quiet_period: -1\n"), environ={})
+    assert info.value.key_path == "thresholds.range_novelty.quiet_period"
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, "thresholds:\n  likelihood:\n    quiet_period: -5\n"), environ={})
     assert info.value.key_path == "thresholds.likelihood.quiet_period"
@@ -368,3 +369,22 @@ def test_invalid_stuck_settings_fail_at_load_naming_the_key(tmp_path: Path, key:
         load_config(path, environ={})
     assert info.value.key_path == f"thresholds.stuck.{key}"
     assert str(info.value).startswith(f"{path}: thresholds.stuck.{key}: ")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("z", "thresholds.zscore.z"), ("window", "thresholds.zscore.window"),
+    ("range_margin", "thresholds.range_novelty.margin"),
+    ("range_quiet_period", "thresholds.range_novelty.quiet_period"),
+])
+def test_a_key_that_moved_into_a_subsection_is_an_error_that_says_where_it_went(
+    tmp_path: Path, old: str, new: str,
+) -> None:
+    path = write(tmp_path, f"thresholds:\n  {old}: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.source == str(path)
+    assert info.value.key_path == f"thresholds.{old}"
+    assert new in info.value.reason
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={f"STREAMER__THRESHOLDS__{old.upper()}": "3"})
+    assert info.value.source == "environment"

@@ -38,7 +38,7 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
                        help="most training epochs; training stops early when the held-out loss stops "
                             "improving (default 20)")
     model.add_argument("--range-margin", type=float, default=None,
-                       help="turn on range novelty with this margin (thresholds.range_margin; "
+                       help="turn on range novelty with this margin (thresholds.range_novelty.margin; "
                             "default: the config's, off)")
     model.add_argument("--seed", type=int, default=7, help="training seed (default 7)")
     model.add_argument("--window", type=int, default=32, help="training sequence length (default 32)")

@@ -30,12 +30,13 @@ def configured(config: Config, *, method: str | None, mode: str | None, bundle: 
                channels: tuple[str, ...], range_margin: float | None = None) -> Config:
     """``config`` with the evaluation's method, predictor mode, bundle, channels and range novelty.
 
-    ``range_margin`` None keeps the config's ``thresholds.range_margin``.
+    ``range_margin`` None keeps the config's ``thresholds.range_novelty.margin``.
     """
     thresholds = config.thresholds if method is None else msgspec.structs.replace(config.thresholds,
                                                                                   method=method)
     if range_margin is not None:
-        thresholds = msgspec.structs.replace(thresholds, range_margin=range_margin)
+        novelty = msgspec.structs.replace(thresholds.range_novelty, margin=range_margin)
+        thresholds = msgspec.structs.replace(thresholds, range_novelty=novelty)
     lstm = config.predictor.lstm
     if mode is not None:
         lstm = msgspec.structs.replace(lstm, mode=mode)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from streamer.alerts.episodes import alert_id
 from streamer.codec import Alert, ReadingBatch
-from streamer.config import Config, load_config
+from streamer.config import Config, RangeNoveltyConfig, load_config
 from streamer.scoring.pipeline import ScoringPipeline, rounds
 from streamer.thresholds.zscore import tail_score
 
@@ -176,7 +176,7 @@ def test_spike_opens_exactly_one_alert_then_resolves() -> None:
     ts = [START_MS + i * STEP_MS for i in range(len(values))]
     flagged: list[bool] = []
     events: list[tuple[int, Alert]] = []
-    limit = tail_score(np.array([cfg.thresholds.z]))[0]
+    limit = tail_score(np.array([cfg.thresholds.zscore.z]))[0]
     for i, value in enumerate(values):
         result = pipeline.score(batch(["pump-1"], [ts[i]], [value]))
         flagged.append(bool(result.scores[0] >= limit))
@@ -286,8 +286,8 @@ def test_alert_flagged_before_the_method_has_a_threshold_carries_null_and_decode
 
     base = config(warmup=5, resolve_after=5)
     replace = msgspec.structs.replace
-    cfg = replace(base, thresholds=replace(base.thresholds, method="dynamic", range_margin=0.02,
-                                           range_min_readings=10))
+    cfg = replace(base, thresholds=replace(base.thresholds, method="dynamic",
+                                           range_novelty=RangeNoveltyConfig(margin=0.02, min_readings=10)))
     pipeline = ScoringPipeline(cfg)
     values = [*noisy(30, seed=3).tolist(), 50.0]
     alerts: list[Alert] = []

@@ -40,7 +40,8 @@ def make_config(*, kind: str = "lstm", mode: str = "stateful", method: str = "zs
     # (and the likelihood, which judges sustained departures, sees the lone spike).
     # The stuck-sensor detector flags dev-1 before the move (see readings()), so its runs move too.
     stuck = replace(base.thresholds.stuck, min_run=10, factor=3.0, min_readings=50, tolerance=tolerance)
-    thresholds = replace(base.thresholds, method=method, warmup=30, range_margin=0.02, range_min_readings=20,
+    thresholds = replace(base.thresholds, method=method, warmup=30,
+                         range_novelty=replace(base.thresholds.range_novelty, margin=0.02, min_readings=20),
                          stuck=stuck,
                          likelihood=replace(base.thresholds.likelihood, history=200, learning_period=40,
                                             reestimation_period=10, source=source,

@@ -21,7 +21,7 @@ import numpy.typing as npt
 import pytest
 
 from streamer.alerts.episodes import EpisodeTracker
-from streamer.config import AlertsConfig, RecordGateConfig, StuckConfig, ThresholdsConfig
+from streamer.config import AlertsConfig, RangeNoveltyConfig, RecordGateConfig, StuckConfig, ThresholdsConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import make_threshold
 from streamer.thresholds.novelty import make_novelty
@@ -77,7 +77,7 @@ def _record_gate(table: SlotTable) -> Step:
 
 
 def _range_novelty(table: SlotTable) -> Step:
-    novelty = make_novelty(table, CHANNELS, msgspec.structs.replace(ThresholdsConfig(), range_margin=0.02))
+    novelty = make_novelty(table, CHANNELS, RangeNoveltyConfig(margin=0.02))
     assert novelty is not None
 
     def step(r: Round) -> Arrays:

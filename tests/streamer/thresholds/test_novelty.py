@@ -1,6 +1,6 @@
 import numpy as np
 
-from streamer.config import ThresholdsConfig
+from streamer.config import RangeNoveltyConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.novelty import NOVEL_SCORE, RangeNovelty, apply_novelty, make_novelty
 from streamer.thresholds.result import ThresholdResult
@@ -52,12 +52,11 @@ def test_horizon_forgets_an_old_extreme() -> None:
 
 
 def test_make_novelty_follows_the_config() -> None:
-    assert make_novelty(SlotTable(1), 1, ThresholdsConfig(range_margin=None)) is None
-    novelty = make_novelty(SlotTable(1), 1, ThresholdsConfig(range_margin=0.5, range_horizon=None,
-                                                             range_min_readings=7))
+    assert make_novelty(SlotTable(1), 1, RangeNoveltyConfig(margin=None)) is None
+    novelty = make_novelty(SlotTable(1), 1, RangeNoveltyConfig(margin=0.5, horizon=None, min_readings=7))
     assert novelty is not None
     assert (novelty.margin, novelty.block, novelty.min_readings, novelty.quiet) == (0.5, None, 7, 0)
-    quiet = make_novelty(SlotTable(1), 1, ThresholdsConfig(range_margin=0.5, range_quiet_period=20))
+    quiet = make_novelty(SlotTable(1), 1, RangeNoveltyConfig(margin=0.5, quiet_period=20))
     assert quiet is not None and quiet.quiet == 20
 
 

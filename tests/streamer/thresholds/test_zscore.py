@@ -4,7 +4,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from streamer.config import ThresholdsConfig
+from streamer.config import ZScoreConfig
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.result import ThresholdResult
 from streamer.thresholds.zscore import RollingZScore, tail_score
@@ -13,7 +13,7 @@ STATE = ("thr_smoothed", "thr_mean", "thr_var", "thr_count")
 
 
 def make(channels: int = 1, capacity: int = 4, **overrides: float) -> RollingZScore:
-    return RollingZScore(SlotTable(capacity), channels, ThresholdsConfig(**overrides))  # type: ignore[arg-type]
+    return RollingZScore(SlotTable(capacity), channels, ZScoreConfig(**overrides))  # type: ignore[arg-type]
 
 
 def feed(threshold: RollingZScore, residuals: npt.NDArray[np.float64], slot: int = 0,
