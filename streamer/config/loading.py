@@ -68,7 +68,8 @@ def load_config(
     except msgspec.ValidationError as exc:
         key_path, reason = _split_validation_error(str(exc))
         got = _lookup(raw, key_path)
-        if got is not _MISSING and not isinstance(got, dict) and repr(got) not in reason:
+        secret = key_path.rsplit(".", 1)[-1] in _SECRET_KEYS  # never echo a secret, even a malformed one
+        if not secret and got is not _MISSING and not isinstance(got, dict) and repr(got) not in reason:
             reason = f"{reason}, got {got!r}"
         raise ConfigError(_blame(from_file, overrides, source), key_path, reason) from None
 
@@ -92,7 +93,7 @@ def _convert(raw: dict[str, Any]) -> Config:
 def _decode_secret(kind: type, value: Any) -> Any:
     if kind is Secret and isinstance(value, str):
         return Secret(value)
-    raise NotImplementedError(f"{kind.__name__} from {type(value).__name__}")
+    raise TypeError("a secret must be a string (quote it in YAML)")
 
 
 def config_document(config: Config, *, reveal_secrets: bool = False) -> dict[str, Any]:
@@ -101,7 +102,7 @@ def config_document(config: Config, *, reveal_secrets: bool = False) -> dict[str
     def encode(value: Any) -> Any:
         if isinstance(value, Secret):
             return value.reveal() if reveal_secrets else MASK
-        raise NotImplementedError(f"cannot encode {type(value).__name__}")
+        raise TypeError(f"cannot encode {type(value).__name__}")
 
     document: dict[str, Any] = msgspec.to_builtins(config, enc_hook=encode)
     return document

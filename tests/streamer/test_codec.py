@@ -1,6 +1,5 @@
 import base64
 from collections import Counter
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
@@ -18,22 +17,13 @@ from streamer.codec import (
     encode_dead_letter,
     encode_reading,
 )
+from tests.fakes import FakeRecord
 
 NOW_S = 1_700_000_000.0
 NOW_MS = int(NOW_S * 1000)
 PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
 MAX_BYTES = 512
 DAY_MS = 86_400_000
-
-
-@dataclass
-class FakeRecord:
-    value: bytes | None
-    key: bytes | None = None
-    topic: str = "readings"
-    partition: int = 3
-    offset: int = 0
-    timestamp: int = NOW_MS
 
 
 def decoder(channels: tuple[str, ...] = ("value",)) -> ReadingDecoder:

@@ -204,6 +204,16 @@ def test_masked_hides_secrets_but_keeps_other_values(tmp_path: Path) -> None:
     assert "hunter2" not in repr(config) and "hunter2" not in f"{config}" and "hunter2" not in str(secret)
 
 
+def test_a_malformed_secret_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    text = ("kafka:\n  security:\n    protocol: SASL_SSL\n    sasl_mechanism: PLAIN\n    sasl_username: svc\n"
+            "    sasl_password: 918273\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.key_path == "kafka.security.sasl_password"
+    assert "quote it" in info.value.reason
+    assert "918273" not in str(info.value)
+
+
 def test_a_child_process_config_file_holds_the_secret_and_only_its_owner_reads_it(tmp_path: Path) -> None:
     config = sasl_config(tmp_path)
     path = write_config_file(config, tmp_path / "child.yaml")
