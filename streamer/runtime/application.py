@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -46,7 +47,7 @@ from streamer.runtime.fetcher import Fetcher
 from streamer.runtime.ownership import PartitionOwnership
 from streamer.runtime.score_loop import ScoreLoop
 from streamer.runtime.scorer import Scorer
-from streamer.runtime.seams import Consumer
+from streamer.runtime.seams import AlertSink, Consumer
 from streamer.runtime.supervision import LIVENESS_FAILED_TICKS, WATCHDOG_INTERVAL_S, Supervisor
 from streamer.scoring.batcher import Backpressure, MicroBatcher
 from streamer.scoring.pipeline import ScoringPipeline
@@ -64,6 +65,16 @@ DRAIN_FRACTION = 0.6
 # No shutdown step gets less than this, even when the budget is spent: a
 # last commit attempt is worth a small overrun.
 MIN_STEP_S = 0.5
+
+
+@dataclass(frozen=True)
+class Engines:
+    """The engines that need the clients, wired together."""
+
+    fetcher: Fetcher
+    score_loop: ScoreLoop
+    ownership: PartitionOwnership
+    supervisor: Supervisor
 
 
 class Application:
@@ -96,8 +107,7 @@ class Application:
         self._consumer: Any = None
         self._producer: Any = None
         self.state: StateManager | None = None
-        self.score_loop: ScoreLoop | None = None
-        self.ownership: PartitionOwnership | None = None
+        self.engines: Engines | None = None  # once the clients exist (build_engines)
         self.http: HealthServer | None = None
         self.exit_code = 0
 
@@ -144,16 +154,14 @@ class Application:
                          kafka.state_topic_name(), self.state.schema.row_bytes,
                          self.state.schema.fingerprint)
             self._consumer = make_consumer(kafka, max_records=config.batching.max_batch)
-            self.commits.committer = self._consumer
-            engines = self._engines(self._consumer, publisher)
+            engines = self.build_engines(self._consumer, publisher)
             # Subscribe after start: start() would otherwise wait for the first
             # assignment, unwatched, for as long as the group cannot be joined.
             await self._consumer.start()
-            assert self.ownership is not None  # noqa: S101  # set by _engines
-            self._consumer.subscribe([kafka.input_topic], listener=self.ownership.listener())
+            self._consumer.subscribe([kafka.input_topic], listener=engines.ownership.listener())
             log.info("consuming %s as group %s from %s", kafka.input_topic, kafka.group_id,
                      kafka.bootstrap_servers)
-            await self._serve(*engines)
+            await self._serve(engines)
         except Exception as exc:
             log.exception("daemon failed")
             self.health.fatal = str(exc)
@@ -162,28 +170,33 @@ class Application:
             await self._close()
         return self.exit_code
 
-    def _engines(self, consumer: Consumer, publisher: Publisher) -> tuple[Fetcher, ScoreLoop, Supervisor]:
-        """Build the engines that need the clients."""
+    def build_engines(self, consumer: Consumer, sink: AlertSink) -> Engines:
+        """Wire the engines that need the clients to this application's pipeline, scorer and commits.
+
+        ``run`` calls it with the group consumer and the publisher; tests call
+        it with fakes of the seams, so they drive the same wiring.
+        """
         config, metrics = self.config, self.metrics
+        self.commits.committer = consumer
         pauses = PartitionPauses(consumer)
         score_loop = ScoreLoop(pipeline=self.pipeline, batcher=self.batcher, scorer=self.scorer,
-                               commits=self.commits, sink=publisher, decoder=self.decoder, metrics=metrics,
+                               commits=self.commits, sink=sink, decoder=self.decoder, metrics=metrics,
                                on_batch_taken=lambda: fetcher.apply_backpressure())
         fetcher = Fetcher(consumer, config=config, decoder=self.decoder, batcher=self.batcher,
                           backpressure=self.backpressure, pauses=pauses, commits=self.commits,
                           metrics=metrics, on_fetched=score_loop.busy)
-        self.score_loop = score_loop
-        self.ownership = PartitionOwnership(
+        ownership = PartitionOwnership(
             consumer, config=config, pauses=pauses, commits=self.commits, scorer=self.scorer,
             state=self.state, registry=self.pipeline.registry, metrics=metrics, health=self.health,
             wait_idle=score_loop.wait_idle, stopping=self._stop.is_set, report_pauses=fetcher.report_pauses)
         supervisor = Supervisor(consumer, config=config, health=self.health, metrics=metrics,
                                 pipeline=self.pipeline, commits=self.commits)
-        return fetcher, score_loop, supervisor
+        self.engines = Engines(fetcher, score_loop, ownership, supervisor)
+        return self.engines
 
-    async def _serve(self, fetcher: Fetcher, score_loop: ScoreLoop, supervisor: Supervisor) -> None:
-        assert self.ownership is not None  # noqa: S101  # set by _engines
-        ownership = self.ownership
+    async def _serve(self, engines: Engines) -> None:
+        fetcher, score_loop, ownership, supervisor = (engines.fetcher, engines.score_loop, engines.ownership,
+                                                      engines.supervisor)
         # The liveness clocks start now: joining the group is not a stall.
         self.health.contact()
         self.health.progressed()
