@@ -50,7 +50,6 @@ RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = get_args(RestoreOutcome)
 # replay_pending: finished work will be redone by the next owner (a revoke or
 # shutdown drain timed out); commit_failed: the broker refused an offset commit.
 LogEvent = Literal["replay_pending", "commit_failed"]
-LOG_EVENTS: tuple[LogEvent, ...] = get_args(LogEvent)
 
 # How an offset commit ended (streamer_commits_total).
 CommitOutcome = Literal["ok", "failed"]
