@@ -155,6 +155,12 @@ def lstm_cell(ops: Any, inputs: Any, h: Any, c: Any, kernel: Any, recurrent: Any
 MAX_CHUNK_ROWS = 4096
 
 
+# Rows a backend with reserved rows initialises per growth step (as many as one
+# full micro-batch of new devices: the first touch of fresh pages is the cost);
+# see streamer's SlotTable.
+RESERVED_GROWTH_ROWS = 4_096
+
+
 def _grown_capacity(current: int, rows: int) -> int:
     capacity = max(current, 1)
     while capacity < rows:
@@ -173,7 +179,9 @@ class NumpyBackend:
 
     name = "numpy"
 
-    def __init__(self, weights: ForecasterWeights, initial_rows: int = 1024, states_per_row: int = 1) -> None:
+    def __init__(self, weights: ForecasterWeights, initial_rows: int = 1024, states_per_row: int = 1,
+                 reserve_rows: int | None = None) -> None:
+        """``reserve_rows``: rows set aside up front (untouched memory): growth up to them copies nothing."""
         # The step's matrix products are small (batch x 34 x 128): a second
         # BLAS thread costs more in hand-offs than it saves, and under CPU
         # contention it made throughput swing from 97K to 645K points/s
@@ -182,20 +190,35 @@ class NumpyBackend:
         self.weights = weights
         self.states_per_row = states_per_row
         self.packed = PackedLSTM(weights)
-        self.state = self.packed.zero_state(initial_rows, states_per_row)
+        # The first `initial_rows` rows of the block are at zero state; the rest is untouched memory.
+        self._block = self._reserve(max(initial_rows, reserve_rows or initial_rows))
+        self._block[:initial_rows] = self.packed.zero_row
+        self.state = self._block[:initial_rows]
         self._records = row_records(self.state)
         self._gathered: F32 | None = None
         self._gathered_records = self._records[:0]
 
+    def _reserve(self, rows: int) -> F32:
+        try:
+            return np.empty(self.packed.state_shape(rows, self.states_per_row), np.float32)
+        except MemoryError:  # no room to set aside: grow by doubling
+            return np.empty(self.packed.state_shape(0, self.states_per_row), np.float32)
+
     def ensure_rows(self, rows: int) -> None:
-        """Grow the state table by doubling."""
+        """Grow the state table: a bounded step into the reserved rows (no copy), or by doubling past them."""
         current = self.state.shape[0]
         if rows <= current:
             return
-        grown = self.packed.zero_state(_grown_capacity(current, rows), self.states_per_row)
-        grown[:current] = self.state
-        self.state = grown
-        self._records = row_records(grown)
+        reserved = self._block.shape[0]
+        if rows <= reserved:
+            grown_rows = min(reserved, max(rows, current + RESERVED_GROWTH_ROWS))
+            self._block[current:grown_rows] = self.packed.zero_row
+            self.state = self._block[:grown_rows]
+        else:
+            grown = self.packed.zero_state(_grown_capacity(current, rows), self.states_per_row)
+            grown[:current] = self.state
+            self._block = self.state = grown
+        self._records = row_records(self.state)
 
     @property
     def row_fields(self) -> tuple[RowField, ...]:
@@ -586,10 +609,15 @@ class JaxCompiledStep:
 
 
 def make_backend(name: BackendName, weights: ForecasterWeights, keras_model_loader: Any, *,
-                 window: int, initial_rows: int = 1024, states_per_row: int = 1) -> LSTMBackend:
-    """Build a backend by name; ``keras_model_loader()`` is called only by backends that need the model."""
+                 window: int, initial_rows: int = 1024, states_per_row: int = 1,
+                 reserve_rows: int | None = None) -> LSTMBackend:
+    """Build a backend by name; ``keras_model_loader()`` is called only by backends that need the model.
+
+    ``reserve_rows``: the numpy backend sets that many rows aside so that growth copies nothing; the
+    others keep their tables on an accelerator and grow by doubling.
+    """
     if name == "numpy":
-        return NumpyBackend(weights, initial_rows, states_per_row)
+        return NumpyBackend(weights, initial_rows, states_per_row, reserve_rows)
     if name == "tensorflow":
         return TensorflowBackend(weights, keras_model_loader(), window=window, initial_rows=initial_rows,
                                  states_per_row=states_per_row)

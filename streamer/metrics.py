@@ -21,6 +21,7 @@ from streamer import __version__
 from streamer.vocabulary import (
     COMMIT_OUTCOMES,
     OFFSET_RESET_REASONS,
+    PAUSE_CAUSES,
     PAUSE_REASONS,
     REJECTION_REASONS,
     RESTORE_OUTCOMES,
@@ -34,6 +35,9 @@ LATENCY_BUCKETS = (
 )
 MODEL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
+# Scoring pauses: the budget is 20 ms at 100K devices (benchmarks/performance.md); the
+# long tail shows what an unsliced job would cost.
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Restoring one partition: from an empty state topic (milliseconds) to a long
 # replay of a busy partition (minutes).
 RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -174,6 +178,16 @@ class Metrics:
         self.assigned = Gauge("streamer_partitions_assigned", "Input partitions owned.", registry=r)
         self.loop_lag = Gauge("streamer_event_loop_lag_seconds",
                               "How late the event loop ran a timer it was asked to run.", registry=r)
+        self.scoring_pause = Histogram(
+            "streamer_scoring_pause_seconds",
+            "Time the scorer was held by work other than scoring batches (batches waited), by cause.",
+            ["cause"], buckets=PAUSE_BUCKETS, registry=r)
+        for cause in PAUSE_CAUSES:
+            self.scoring_pause.labels(cause)
+        self.scoring_pause_longest = Gauge(
+            "streamer_scoring_pause_longest_seconds",
+            "Longest scoring pause that ended in the current or the previous metrics.refresh_interval_s.",
+            registry=r)
         self.queue_depth = Gauge("streamer_queue_batches", "Fetched batches waiting to be scored.",
                                  registry=r)
         self.queue_readings = Gauge("streamer_queue_readings",
@@ -204,6 +218,10 @@ class Metrics:
             "streamer_state_snapshot_failures",
             "Snapshot rounds whose writes were not acknowledged (devices retried next round).",
             registry=r)
+        self.state_snapshot_round_seconds = Histogram(
+            "streamer_state_snapshot_round_seconds",
+            "Time to snapshot one round of changed devices, slice after slice between batches.",
+            buckets=RESTORE_BUCKETS, registry=r)
         self.state_restored = Counter(
             "streamer_state_restored_devices",
             "Devices found on the state topic at assignment, by outcome: restored, stale "

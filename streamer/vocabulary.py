@@ -35,6 +35,14 @@ REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 PauseReason = Literal["restore", "backpressure"]
 PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
 
+# Work other than scoring that holds the scorer, so batches wait behind it
+# (streamer_scoring_pause_seconds): snapshot (taking a slice of devices, or
+# marking it written), restore (writing restored rows), replay (replaying
+# input into restored state), release (forgetting a partition's devices),
+# gauges (counting over every device).
+PauseCause = Literal["snapshot", "restore", "replay", "release", "gauges"]
+PAUSE_CAUSES: tuple[PauseCause, ...] = get_args(PauseCause)
+
 # Why a partition's fetch position was reset to kafka.auto_offset_reset
 # (streamer_offset_resets_total): out_of_range (the committed offset is no
 # longer, or not yet, in the log), no_committed_offset (the group never

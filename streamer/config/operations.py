@@ -46,6 +46,11 @@ class StateConfig(Section, frozen=True):
     # Reading the state topic and replaying, per assignment. Partitions not
     # restored by then start cold (their devices warm up again).
     restore_timeout_s: PositiveFloat = 300.0
+    # Devices per slice of a snapshot, restore or release. Each slice holds
+    # the scorer while batches wait, so this bounds the scoring pause (about
+    # 3-9 us per device to snapshot; benchmarks/performance.md), and a round
+    # of a million changed devices is a thousand slices between batches.
+    slice_devices: PositiveInt = 1_000
 
 
 class MetricsConfig(Section, frozen=True):

@@ -45,6 +45,7 @@ from streamer.runtime.batches import Fetched
 from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.fetcher import Fetcher
 from streamer.runtime.ownership import PartitionOwnership
+from streamer.runtime.pauses import PauseMeter
 from streamer.runtime.score_loop import ScoreLoop
 from streamer.runtime.scorer import Scorer
 from streamer.runtime.seams import AlertSink, Consumer
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 # How often to commit finished offsets: often enough that a restart replays
 # little, rarely enough not to load the group coordinator.
 COMMIT_INTERVAL_S = 1.0
+# Share of state.snapshot_interval_s over which a periodic round's slices are spread.
+SNAPSHOT_SPREAD = 0.5
 # Of the shutdown budget (runtime.shutdown_timeout_s), the share spent
 # finishing queued work; the rest is kept for the snapshot, the commit and
 # closing the clients, so the whole shutdown fits the budget.
@@ -97,7 +100,8 @@ class Application:
             max_batch=batching.max_batch, max_wait_ms=batching.max_wait_ms, queue_size=batching.queue_size)
         high, low = batching.pause_marks()
         self.backpressure = Backpressure(high=high, low=low)
-        self.scorer = Scorer(inline=not config.runtime.scores_on_thread(config.predictor))
+        self.pauses = PauseMeter(self.metrics)
+        self.scorer = Scorer(inline=not config.runtime.scores_on_thread(config.predictor), pauses=self.pauses)
         self.commits = CommitProtocol(self.metrics, self.health,
                                       max_unacked_batches=batching.max_unacked_batches)
         self._loop_guard = LoopGuard(self.health, interval_s=WATCHDOG_INTERVAL_S,
@@ -190,7 +194,7 @@ class Application:
             state=self.state, registry=self.pipeline.registry, metrics=metrics, health=self.health,
             wait_idle=score_loop.wait_idle, stopping=self._stop.is_set, report_pauses=fetcher.report_pauses)
         supervisor = Supervisor(consumer, config=config, health=self.health, metrics=metrics,
-                                pipeline=self.pipeline, commits=self.commits)
+                                pipeline=self.pipeline, commits=self.commits, pauses=self.pauses)
         self.engines = Engines(fetcher, score_loop, ownership, supervisor)
         return self.engines
 
@@ -287,7 +291,9 @@ class Application:
         while True:
             await asyncio.sleep(self.config.state.snapshot_interval_s)
             try:
-                await self.snapshot(list(self.commits.active))
+                # Spread over part of the interval: a steady trickle to the state topic.
+                await self.commits.snapshot(list(self.commits.active), self.state, self.scorer,
+                                            spread_s=self.config.state.snapshot_interval_s * SNAPSHOT_SPREAD)
             except Exception:
                 # Keep snapshotting: a missed round only means a longer replay after a move.
                 self.metrics.state_snapshot_failures.inc()

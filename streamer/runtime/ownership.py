@@ -39,7 +39,7 @@ from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.fetcher import RESTORE
 from streamer.runtime.scorer import Scorer
 from streamer.runtime.seams import Consumer
-from streamer.state.manager import StateManager, release_partitions
+from streamer.state.manager import StateManager, release_in_slices
 from streamer.state.registry import DeviceRegistry
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ class PartitionOwnership:
                 await task
 
     async def _release(self, partitions: Collection[int]) -> int:
-        return await self.scorer.run_job(lambda: release_partitions(self.registry, partitions))
+        return await release_in_slices(self.registry, partitions, self.scorer.run_job,
+                                       self.config.state.slice_devices)
 
     async def _take_over(self, assigned: set[TopicPartition]) -> None:
         """Resume kept partitions as they are, release moved ones, restore the rest, then resume."""

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
+from streamer.runtime.pauses import PauseMeter
+from streamer.vocabulary import PauseCause
+
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -24,9 +27,13 @@ P = ParamSpec("P")
 class Scorer:
     """Runs scoring and state jobs so that one thread at a time touches device state."""
 
-    def __init__(self, *, inline: bool, name: str = "streamer-score") -> None:
-        """``inline``: score batches on the event loop whenever the scoring thread is idle."""
+    def __init__(self, *, inline: bool, pauses: PauseMeter, name: str = "streamer-score") -> None:
+        """``inline``: score batches on the event loop whenever the scoring thread is idle.
+
+        ``pauses`` observes how long each state job holds the scorer: batches wait that long.
+        """
         self.inline = inline
+        self.pauses = pauses
         self._thread = ScoringThread(name)
 
     def score(self, fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -48,9 +55,19 @@ class Scorer:
             future.set_exception(exc)
         return future
 
-    def run_job(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run a device-state job other than scoring (snapshot, restore, release) on the scoring thread."""
-        return asyncio.get_running_loop().run_in_executor(self._thread, fn)
+    def run_job(self, fn: Callable[[], T], job: PauseCause) -> asyncio.Future[T]:
+        """Run a device-state job other than scoring on the scoring thread, timed as a pause of ``job``.
+
+        Batches wait behind it for as long as it runs: keep each job to a
+        bounded slice of devices (``state.slice_devices``).
+        """
+        pauses = self.pauses
+
+        def timed() -> T:
+            with pauses.hold(job):
+                return fn()
+
+        return asyncio.get_running_loop().run_in_executor(self._thread, timed)
 
     def idle(self) -> bool:
         """Whether the scoring thread has finished every job handed to it."""

@@ -23,6 +23,7 @@ from streamer.errors import StreamerError
 from streamer.kafka.clients import broker_answers
 from streamer.metrics import Metrics
 from streamer.runtime.commits import CommitProtocol
+from streamer.runtime.pauses import PauseMeter
 from streamer.runtime.seams import Consumer
 from streamer.scoring.pipeline import ScoringPipeline
 
@@ -36,8 +37,9 @@ class Supervisor:
     """Loops that watch the daemon rather than do its work."""
 
     def __init__(self, consumer: Consumer, *, config: Config, health: Health, metrics: Metrics,
-                 pipeline: ScoringPipeline, commits: CommitProtocol) -> None:
+                 pipeline: ScoringPipeline, commits: CommitProtocol, pauses: PauseMeter) -> None:
         self.consumer = consumer
+        self.pauses = pauses
         self.config = config
         self.health = health
         self.metrics = metrics
@@ -80,14 +82,18 @@ class Supervisor:
             await asyncio.sleep(interval)
 
     async def refresh_gauges(self) -> None:
-        """Device, warm-up, open-episode and lag gauges every ``metrics.refresh_interval_s``."""
+        """Device, warm-up, episode, lag and longest-pause gauges every ``metrics.refresh_interval_s``."""
         warmup = self.pipeline.warmup
         while True:
             registry = self.pipeline.registry
-            self.metrics.devices.set(len(registry))
-            self.metrics.devices_warming.set(registry.warming_up(warmup))
-            self.metrics.episodes_open.set(self.pipeline.episodes.open_count())
+            # On the event loop, between batches: vectorised counts (under a
+            # millisecond at a million devices; benchmarks/performance.md).
+            with self.pauses.hold("gauges"):
+                self.metrics.devices.set(len(registry))
+                self.metrics.devices_warming.set(registry.warming_up(warmup))
+                self.metrics.episodes_open.set(self.pipeline.episodes.open_count())
             self.report_lag()
+            self.pauses.next_interval()
             await asyncio.sleep(self.config.metrics.refresh_interval_s)
 
     def report_lag(self) -> None:

@@ -106,6 +106,7 @@ class LSTMPredictor:
             backend, bundle.weights, bundle.keras_model, window=self.window,
             # Backend row s holds slot s's states; window mode keeps none between readings.
             initial_rows=table.capacity if stateful else 1,
+            reserve_rows=table.reserve if stateful else None,
             states_per_row=STATES_PER_DEVICE if stateful else 1,
         )
         self.name = f"lstm-{mode}-{self.backend.name}"

@@ -46,11 +46,15 @@ from streamer.state.recovery import (
 )
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.snapshots import FORMAT, RowSchema, Snapshot, encode_snapshot, put_rows, take_rows
+from streamer.vocabulary import PauseCause
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 IndexArray = npt.NDArray[np.intp]
+# Slots per job when a job scans the whole table (which devices changed, which
+# belong to a partition): a few milliseconds of the scorer each.
+SCAN_ROWS = 131_072
 Int32Array = npt.NDArray[np.int32]
 
 
@@ -124,9 +128,9 @@ class StateMetrics(Protocol):
 
 
 class Runner(Protocol):
-    """Runs a function on the daemon's scorer (its event loop or its scoring thread)."""
+    """Runs a function on the daemon's scorer (its scoring thread), timed as a scoring pause of ``job``."""
 
-    def __call__(self, fn: Callable[[], T], /) -> Awaitable[T]:
+    def __call__(self, fn: Callable[[], T], job: PauseCause, /) -> Awaitable[T]:
         """``fn()``'s result, computed on the scorer."""
         ...
 
@@ -179,18 +183,42 @@ class StateManager:
         self._write_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- snapshots
-    def take(self, positions: Mapping[int, int]) -> Taken:
-        """Snapshot every changed device of the partitions in ``positions``.
+    @property
+    def slice_devices(self) -> int:
+        """Devices per slice of a snapshot, restore or release (``state.slice_devices``)."""
+        return self.config.state.slice_devices
+
+    async def changed(self, partitions: Collection[int]) -> IndexArray:
+        """Slots of the devices of ``partitions`` that changed since their last snapshot.
+
+        The table is scanned :data:`SCAN_ROWS` slots per job on the scorer (a
+        scan of a million slots at once held it for 15-25 ms).
+        """
+        registry = self.registry
+        scan = functools.partial(registry.changed_slots, partitions)
+        parts = [await self.run(functools.partial(scan, start, start + SCAN_ROWS), "snapshot")
+                 for start in range(0, registry.high_water, SCAN_ROWS)]
+        return np.concatenate(parts) if parts else np.empty(0, np.intp)
+
+    def take(self, positions: Mapping[int, int], candidates: IndexArray | None = None) -> Taken:
+        """Snapshot the changed devices of the partitions in ``positions`` (of ``candidates``, or all).
 
         Call on the scorer while no batch is being scored, so each
         partition's state reflects exactly the records before its position.
+        A round can take its devices in slices, each at its own positions:
+        a candidate slot that was released, reused by another device, or no
+        longer changed since :meth:`changed` listed it is judged as it is now.
 
         Args:
             positions: Input partition → offset its devices' state reflects.
+            candidates: Slots to consider (a slice of :meth:`changed`).
         """
         registry = self.registry
         table = registry.table
-        slots = registry.changed_slots(positions.keys())
+        if candidates is None:
+            slots = registry.changed_slots(positions.keys())
+        else:
+            slots = registry.changed_among(candidates, positions.keys())
         device_ids = registry.device_ids(slots)
         partitions = table["reg_partition"][slots].tolist()
         seen = table["seen"][slots].copy()
@@ -217,7 +245,7 @@ class StateManager:
                                                           strict=True))
         async with self._write_lock:
             await asyncio.gather(*await send_records(self.producer, self.topic, records))
-        await self.run(lambda: self._mark_written(taken))
+        await self.run(lambda: self._mark_written(taken), "snapshot")
         self.metrics.state_snapshots.inc(len(taken.values))
 
     def _mark_written(self, taken: Taken) -> None:
@@ -229,10 +257,8 @@ class StateManager:
 
     # ------------------------------------------------------------------ release
     async def release(self, partitions: Collection[int]) -> int:
-        """Forget the devices of ``partitions``; returns how many."""
-        if not partitions:
-            return 0
-        return await self.run(lambda: release_partitions(self.registry, partitions))
+        """Forget the devices of ``partitions``, a slice at a time; returns how many."""
+        return await release_in_slices(self.registry, partitions, self.run, self.slice_devices)
 
     # ------------------------------------------------------------------ restore
     async def restore_partition(self, reader: Reader, partition: int, committed: int, *,
@@ -256,9 +282,15 @@ class StateManager:
         await self.release([partition])
         selector = SnapshotSelector(fingerprint=self.schema.fingerprint, committed=committed,
                                     row_bytes=self.schema.row_bytes)
-        await read_partition(reader, TopicPartition(self.topic, partition), selector, deadline=deadline)
+        await read_partition(reader, TopicPartition(self.topic, partition), selector, deadline=deadline,
+                             max_records=self.slice_devices)
         selection = selector.selection
-        stamps = await self.run(lambda: self.apply(partition, selection.chosen))
+        stamps: dict[str, int] = {}
+        chosen = list(selection.chosen.items())
+        size = self.slice_devices
+        for start in range(0, len(chosen), size):
+            part = dict(chosen[start:start + size])
+            stamps.update(await self.run(functools.partial(self.apply, partition, part), "restore"))
         outcomes = selection.outcomes()
         outcomes["restored"] = len(stamps)
         for outcome, count in outcomes.items():
@@ -267,8 +299,9 @@ class StateManager:
         replayed = 0
         max_records = self.config.batching.max_batch
         async for records in fetch_range(reader, TopicPartition(self.input_topic, partition), start,
-                                         committed, deadline=deadline, max_records=max_records):
-            applied = await self.run(functools.partial(self.replay, partition, records, stamps))
+                                         committed, deadline=deadline,
+                                         max_records=min(max_records, self.slice_devices)):
+            applied = await self.run(functools.partial(self.replay, partition, records, stamps), "replay")
             replayed += applied
             self.metrics.state_replayed.inc(applied)
         seconds = time.perf_counter() - started
@@ -302,7 +335,25 @@ class StateManager:
 
 
 def release_partitions(registry: DeviceRegistry, partitions: Collection[int]) -> int:
-    """Release every device of ``partitions`` from ``registry``; returns how many."""
+    """Release every device of ``partitions`` from ``registry`` at once; returns how many."""
     slots = registry.slots_of_partitions(partitions)
     registry.release(slots)
+    return len(slots)
+
+
+async def release_in_slices(registry: DeviceRegistry, partitions: Collection[int], run: Runner,
+                            slice_devices: int) -> int:
+    """Release every device of ``partitions``, ``slice_devices`` per job on the scorer; returns how many.
+
+    Call only while no record of ``partitions`` is scored (they are not
+    active), so no device of theirs is admitted between slices.
+    """
+    if not partitions:
+        return 0
+    found = [await run(functools.partial(registry.slots_of_partitions, partitions, start, start + SCAN_ROWS),
+                       "release")
+             for start in range(0, registry.high_water, SCAN_ROWS)]
+    slots = np.concatenate(found) if found else np.empty(0, np.intp)
+    for start in range(0, len(slots), slice_devices):
+        await run(functools.partial(registry.release, slots[start:start + slice_devices]), "release")
     return len(slots)

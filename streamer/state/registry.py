@@ -48,7 +48,8 @@ class DeviceRegistry:
 
     def __init__(self, *, window: int, channels: int, initial_devices: int, max_devices: int) -> None:
         self.max_devices = max_devices
-        self.table = SlotTable(min(initial_devices, max_devices))
+        # Rows for max_devices are set aside (untouched): growth then copies nothing.
+        self.table = SlotTable(min(initial_devices, max_devices), reserve=max_devices)
         self.table.add_field("last_ts", (), np.int64, NEVER)
         self.table.add_field("seen", (), np.int64, 0)
         self.table.add_field("reg_live", (), np.bool_, False)
@@ -128,7 +129,7 @@ class DeviceRegistry:
             slots[row] = slot
         if len(self._ids) > self.table.capacity:
             self.table.grow(len(self._ids))
-            log.info("device table grown to %d slots (%.1f MiB)",
+            log.debug("device table grown to %d slots (%.1f MiB)",
                      self.table.capacity, self.table.nbytes() / 2**20)
         if admitted_slots:
             new = np.asarray(admitted_slots, dtype=np.intp)
@@ -170,18 +171,31 @@ class DeviceRegistry:
         self._free.sort(reverse=True)
         self.table.reset_rows(slots)
 
-    def slots_of_partitions(self, partitions: Collection[int]) -> IndexArray:
-        """Live slots whose devices read from one of ``partitions``."""
-        high = len(self._ids)
-        live = self.table["reg_live"][:high]
-        owned = np.isin(self.table["reg_partition"][:high], np.fromiter(partitions, np.int32))
-        return np.flatnonzero(live & owned)
+    def slots_of_partitions(self, partitions: Collection[int], start: int = 0,
+                            stop: int | None = None) -> IndexArray:
+        """Live slots whose devices read from one of ``partitions`` (among slots ``start:stop``)."""
+        stop = len(self._ids) if stop is None else min(stop, len(self._ids))
+        start = min(start, stop)
+        live = self.table["reg_live"][start:stop]
+        owned = np.isin(self.table["reg_partition"][start:stop], np.fromiter(partitions, np.int32))
+        return np.flatnonzero(live & owned) + start
 
-    def changed_slots(self, partitions: Collection[int]) -> IndexArray:
-        """Live slots of ``partitions`` whose state changed since their last snapshot."""
-        slots = self.slots_of_partitions(partitions)
+    def changed_slots(self, partitions: Collection[int], start: int = 0,
+                      stop: int | None = None) -> IndexArray:
+        """Live slots of ``partitions`` changed since their last snapshot (among slots ``start:stop``)."""
+        slots = self.slots_of_partitions(partitions, start, stop)
         table = self.table
         changed: IndexArray = slots[table["seen"][slots] != table["reg_snapshot_seen"][slots]]
+        return changed
+
+    def changed_among(self, candidates: IndexArray, partitions: Collection[int]) -> IndexArray:
+        """Those of ``candidates`` that are live, of ``partitions`` and changed since their last snapshot."""
+        candidates = np.asarray(candidates, dtype=np.intp)
+        table = self.table
+        keep = table["reg_live"][candidates]
+        keep &= np.isin(table["reg_partition"][candidates], np.fromiter(partitions, np.int32))
+        keep &= table["seen"][candidates] != table["reg_snapshot_seen"][candidates]
+        changed: IndexArray = candidates[keep]
         return changed
 
     def warming_up(self, warmup: int) -> int:

@@ -17,6 +17,7 @@ PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = {
     "StreamerDown", "StreamerNotReady", "StreamerLagGrowing", "StreamerLatencyHigh",
     "StreamerDeadLetterRate", "StreamerNoReadings", "StreamerCommitStalled", "StreamerEventLoopLag",
+    "StreamerScoringPauses",
 }
 
 
@@ -79,7 +80,8 @@ def test_rule_unit_tests_fire_the_key_alerts() -> None:
              if case["exp_alerts"]}
     silent = {case["alertname"] for test in document["tests"] for case in test["alert_rule_test"]
               if not case["exp_alerts"]}
-    assert {"StreamerDown", "StreamerDeadLetterRate", "StreamerCommitStalled"} <= fired
+    assert {"StreamerDown", "StreamerDeadLetterRate", "StreamerCommitStalled",
+            "StreamerScoringPauses"} <= fired
     assert silent == ALERTS
 
 

@@ -9,6 +9,7 @@ assertions: the figures depend on the machine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from streamer.cli import main
+from streamer.codec import encode_reading
 from streamer.config import Config
 from streamer.embedded_broker import EmbeddedBroker
+from streamer.kafka.clients import ensure_topics
+from streamer.lab.bench.e2e_paths import naive_path
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +43,7 @@ def e2e_run(broker: EmbeddedBroker, config_factory: Callable[..., Config],
                  "--devices", "40", "--backlog-steps", "150",
                  "--partitions", "3", "--loads", str(LOAD), "--warm-seconds", "1", "--measure-seconds", "3",
                  "--ladder", "0.05", "--ladder-seconds", "1.5", "--naive-seconds", "2",
-                 "--naive-max-readings", "5", "--alerts-per-s", "20", "--json", str(out)])
+                 "--naive-max-readings", "5", "--alerts-per-s", "20", "--restore", "--json", str(out)])
     assert code == 0
     logs = "\n".join(path.name for path in (workdir / "run").iterdir())
     return json.loads(out.read_text()), logs
@@ -98,6 +103,43 @@ def test_e2e_fixed_load_and_ladder_report_what_was_sent_and_handled(e2e_record: 
     (step,) = e2e_record["ladder"]
     assert step["fraction"] == 0.05
     assert step["target_per_s"] == round(0.05 * e2e_record["streamer_max_readings_per_s"])
+
+
+def test_e2e_fixed_load_reports_scoring_pauses_and_the_restart_restores_every_device(
+        e2e_record: dict[str, Any]) -> None:
+    (load,) = e2e_record["loads"]
+    assert isinstance(load["max_scoring_pause_ms"], float) and load["max_scoring_pause_ms"] >= 0
+    pauses = load["scoring_pauses"]
+    assert pauses["count"] >= 0 and 0 <= pauses["over_100ms"] <= pauses["over_20ms"] <= pauses["count"]
+    assert sum(pauses["over_20ms_by_cause"].values()) == pauses["over_20ms"]
+    assert load["daemon_exit_code"] == 0 and load["stop_seconds"] > 0
+    restore = load["restore"]
+    # The load's daemon snapshotted every device at shutdown; the fresh one restored them all.
+    assert restore["partitions"] == 3
+    assert restore["devices_restored"] == restore["devices_tracked"] == 40
+    assert restore["partition_seconds_sum"] > 0
+    assert restore["exit_code"] == 0
+
+
+async def test_naive_path_ends_when_the_backlog_has_no_full_window(
+        config_factory: Callable[..., Config]) -> None:
+    config = config_factory(kafka={"topic_partitions": 1})
+    await ensure_topics(config.kafka, [config.kafka.input_topic])
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        for step in range(5):  # 5 readings per device, against the bundle's window of 32
+            for device in range(40):
+                await producer.send(config.kafka.input_topic,
+                                    encode_reading(f"d{device}", 1_700_000_000_000 + step * 1000, 1.0))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    # Without the end at `expect`, it would wait for a full window until its 600 s timeout.
+    result = await asyncio.wait_for(naive_path(config, 2.0, 5, 600.0, expect=200), 120)
+    assert result["records_read"] == 200
+    assert result["predict_calls"] == 0 and result["readings_per_s"] is None
+    assert "no device had a full window of 32 readings" in result["skipped"]
 
 
 @pytest.fixture(scope="module")

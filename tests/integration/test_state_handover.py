@@ -39,7 +39,8 @@ from streamer.metrics import Metrics
 from streamer.runtime.application import Application
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.manager import StateManager
-from streamer.state.snapshots import FORMAT, Snapshot, encode_snapshot, take_rows
+from streamer.state.snapshots import FORMAT, Snapshot, decode_snapshot, encode_snapshot, take_rows
+from tests.fakes import FakeProducer
 
 pytestmark = pytest.mark.integration
 
@@ -342,7 +343,7 @@ async def _craft(config: Config, records: list[Any], edits: dict[str, tuple[int,
         await producer.stop()
 
 
-async def _inline(fn: Callable[[], T]) -> T:
+async def _inline(fn: Callable[[], T], job: str) -> T:
     return fn()
 
 
@@ -387,3 +388,82 @@ async def test_snapshots_stamped_beyond_the_committed_offset_are_ignored(
         code = await asyncio.wait_for(task, 30)
     assert code == 0
 
+
+
+async def _state_topic(config: Config, partition: int) -> list[tuple[str, Snapshot]]:
+    """Every snapshot on state partition ``partition``, in order, with its device."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(config.kafka.state_topic_name(), partition)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        out: list[tuple[str, Snapshot]] = []
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                snapshot = decode_snapshot(record.value) if record.value is not None else None
+                if record.key is not None and snapshot is not None:
+                    out.append((record.key.decode(), snapshot))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def test_a_snapshot_taken_while_readings_are_scored_restores_to_exactly_its_stamped_offset(
+    config_factory: Callable[..., Config],
+) -> None:
+    # One device per slice, and no periodic round: the test runs the one round.
+    config = without_http(config_factory(
+        thresholds={"warmup": WARMUP}, state={"slice_devices": 1, "snapshot_interval_s": 3600.0},
+        # Per-device arithmetic only, so state recomputed offline from the same records is bit-identical.
+        predictor={"kind": "baseline"}))
+    kafka = config.kafka
+    await ensure_topics(kafka, [kafka.input_topic])
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    try:
+        await until(lambda: taken_over(daemon), 30, "daemon never took over", [task])
+        warm = await produce(config, range(30), partition=0)
+        await until(lambda: scored_or_warming(daemon) >= warm, 30, "warm-up not scored", [task])
+
+        async def feed() -> int:
+            """Readings on partition 0, a step at a time, while the round runs."""
+            return sum([await produce(config, range(step, step + 1), partition=0) for step in range(30, 60)])
+
+        feeding = asyncio.create_task(feed())
+        await until(lambda: consumed(daemon) > warm, 30, "live readings not consumed", [task])
+        await daemon.snapshot(list(daemon.commits.active))
+        taken = await _state_topic(config, 0)  # the round's snapshots, all acknowledged by now
+        total = warm + await feeding
+        await until(lambda: scored_or_warming(daemon) >= total, 30, "live readings not scored", [task])
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+
+    assert sorted(device_id for device_id, _ in taken) == sorted(DEVICES)
+    # One device per slice, each taken between batches: readings were scored during the round.
+    assert len({snapshot.offset for _, snapshot in taken}) > 1
+    records = await _records(config, 0, total)
+    readings = config.readings
+    decoder = ReadingDecoder(readings.channels, device_id_pattern=readings.device_id_pattern,
+                             max_message_bytes=readings.max_message_bytes,
+                             max_future_ms=readings.max_future_ms)
+    for stamp in sorted({snapshot.offset for _, snapshot in taken}):
+        # The fleet's state after exactly the records before the stamp, computed offline ...
+        offline = ScoringPipeline(config)
+        offline.score(decoder.decode(records[:stamp]).readings)
+        # ... against the snapshots stamped there, restored into a fresh fleet.
+        restored = StateManager(ScoringPipeline(config), config, producer=FakeProducer(), run=_inline,
+                                metrics=Metrics())
+        at_stamp = {d: s for d, s in taken if s.offset == stamp}
+        restored.apply(0, at_stamp)
+        for device_id in at_stamp:
+            expected = _row(offline, restored, device_id)
+            assert _row(restored.fleet, restored, device_id) == expected, f"{device_id} at offset {stamp}"
+
+
+def _row(pipeline: Any, state: StateManager, device_id: str) -> bytes:
+    slot = pipeline.registry.slot(device_id)
+    assert slot is not None
+    return take_rows(pipeline.registry.table, state.extras, state.schema, np.array([slot]))[0]

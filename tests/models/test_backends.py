@@ -241,3 +241,22 @@ def test_compiled_jax_step_follows_the_numpy_backend_over_a_random_schedule(tmp_
     worst, tensorflow_imported = np.load(out)
     assert tensorflow_imported == 0.0
     assert worst < ATOL
+
+
+def test_numpy_backend_grows_into_its_reserved_rows_without_copying(weights: ForecasterWeights,
+                                                                    inputs: np.ndarray) -> None:
+    backend = NumpyBackend(weights, initial_rows=4, states_per_row=2, reserve_rows=100_000)
+    rows = np.array([0, 3])
+    backend.advance(rows, inputs[:2, 0])
+    stepped = backend.read_rows(rows)["lstm_packed_state"].copy()
+    before = backend.state
+    backend.ensure_rows(5)
+    assert backend.state.shape[0] == 4 + backends.RESERVED_GROWTH_ROWS
+    assert np.shares_memory(before, backend.state)  # grown in place
+    np.testing.assert_array_equal(backend.read_rows(rows)["lstm_packed_state"], stepped)
+    fresh = NumpyBackend(weights, initial_rows=1, states_per_row=2)
+    new_row = backend.read_rows(np.array([4]))["lstm_packed_state"]
+    np.testing.assert_array_equal(new_row, fresh.read_rows(np.array([0]))["lstm_packed_state"])  # zero state
+    backend.ensure_rows(200_000)  # past the reserve: doubles, keeping every row
+    assert backend.state.shape[0] >= 200_000
+    np.testing.assert_array_equal(backend.read_rows(rows)["lstm_packed_state"], stepped)

@@ -32,7 +32,7 @@ def add_broker_parsers(bench_sub: Any, common: argparse.ArgumentParser, positive
                         help="readings per device in the backlog")
     shared.add_argument("--partitions", type=positive_int, default=None, help="input topic partitions")
 
-    quick, full = e2e.QUICK, e2e.FULL
+    quick, full, fleet = e2e.QUICK, e2e.FULL, e2e.QUICK_FLEET
     bench_e2e = bench_sub.add_parser(
         "e2e", parents=[common, shared],
         help="one daemon vs the raw aiokafka path and the naive predict() path",
@@ -44,6 +44,14 @@ def add_broker_parsers(bench_sub: Any, common: argparse.ArgumentParser, positive
                            help=f"{quick.devices:,} devices x {quick.backlog_steps} backlog, "
                                 f"{quick.measure_s:g} s per load (about 4 minutes; default: "
                                 f"{full.backlog_steps} readings per device, {full.measure_s:g} s per load)")
+    bench_e2e.add_argument("--quick-fleet", action="store_true",
+                           help=f"{fleet.devices:,} devices x {fleet.backlog_steps} backlog, "
+                                f"{' '.join(map(str, fleet.loads))} readings/s for {fleet.measure_s:g} s, no "
+                                "ladder, then a restart that restores every device (about seven minutes)")
+    bench_e2e.add_argument("--no-throughput", action="store_true",
+                           help="fixed loads only: skip the raw, naive, drain and ladder paths")
+    bench_e2e.add_argument("--restore", action="store_true", default=None,
+                           help="after each fixed load, time a fresh daemon restoring every device")
     bench_e2e.add_argument("--loads", nargs="+", type=positive_int, default=None,
                            help=f"fixed loads, readings/s (default {' '.join(map(str, full.loads))})")
     bench_e2e.add_argument("--warm-seconds", type=float, default=None, help="warm-up before each load")
@@ -54,6 +62,9 @@ def add_broker_parsers(bench_sub: Any, common: argparse.ArgumentParser, positive
     bench_e2e.add_argument("--naive-seconds", type=float, default=None, help="time the naive path this long")
     bench_e2e.add_argument("--naive-max-readings", type=positive_int, default=None,
                            help="... or for this many readings, whichever comes first")
+    bench_e2e.add_argument("--drain-timeout", type=float, default=None,
+                           help=f"seconds any path may take to read a backlog "
+                                f"(default {full.drain_timeout_s:g}; a million devices need more)")
     bench_e2e.add_argument("--alerts-per-s", type=float, default=None,
                            help=f"spikes injected per second at every load (default {full.alerts_per_s:g})")
     bench_e2e.set_defaults(command="bench-e2e", handler=cmd_bench_e2e)
@@ -90,17 +101,22 @@ def _write(console: Console, path: Path | None, record: dict[str, Any]) -> None:
 
 def cmd_bench_e2e(args: argparse.Namespace, config: Config) -> int:
     """Run the e2e benchmark, print its summary, write the JSON object."""
+    if args.quick and args.quick_fleet:
+        raise SystemExit("streamer bench e2e: choose --quick or --quick-fleet, not both")
     options = e2e.options_from(
-        args.quick, devices=args.devices, backlog_steps=args.backlog_steps, partitions=args.partitions,
+        "fleet" if args.quick_fleet else args.quick, devices=args.devices, backlog_steps=args.backlog_steps,
+        partitions=args.partitions,
         loads=tuple(args.loads) if args.loads else None, warm_s=args.warm_seconds,
         measure_s=args.measure_seconds, ladder=tuple(args.ladder) if args.ladder is not None else None,
         ladder_s=args.ladder_seconds, naive_seconds=args.naive_seconds,
-        naive_max_readings=args.naive_max_readings, alerts_per_s=args.alerts_per_s)
+        naive_max_readings=args.naive_max_readings, alerts_per_s=args.alerts_per_s,
+        throughput=False if args.no_throughput else None, restore=args.restore,
+        drain_timeout_s=args.drain_timeout)
     console = Console()
     with _workdir(args.workdir) as workdir, open_broker(args.bootstrap_servers, workdir) as broker:
         console.print(f"broker: {broker.description}")
         record = asyncio.run(e2e.run_e2e(config, options, broker, workdir, console.print))
-    record["quick"] = bool(args.quick)
+    record["quick"] = "fleet" if args.quick_fleet else bool(args.quick)
     print_e2e(console, record)
     _write(console, args.json, record)
     return 0
@@ -121,14 +137,22 @@ def print_e2e(console: Console, record: dict[str, Any]) -> None:
     table.add_row("streamer, sustained live input", _n(record["sustained_max_readings_per_s"]), "")
     console.print(table)
     loads = Table(title="fixed loads: event -> alert latency (ms)")
-    for column in ("readings/s", "achieved", "handled", "lag bounded", "p50", "p99", "p99.9", "alerts"):
+    for column in ("readings/s", "achieved", "handled", "lag bounded", "p50", "p99", "p99.9", "alerts",
+                   "longest pause"):
         loads.add_column(column, justify="right")
     for load in record["loads"]:
         latency = record["latency_ms"][str(load["rate"])]
         loads.add_row(f"{load['rate']:,}", _n(load["achieved_per_s"]), _n(load["handled_per_s"]),
                       "yes" if load["lag_bounded"] else "NO", _n(latency["p50"], 1), _n(latency["p99"], 1),
-                      _n(latency["p999"], 1), str(load["latency_samples"]))
+                      _n(latency["p999"], 1), str(load["latency_samples"]),
+                      _n(load["max_scoring_pause_ms"], 1))
     console.print(loads)
+    for load in record["loads"]:
+        if restore := load.get("restore"):
+            console.print(f"restart after {load['rate']:,} readings/s: {restore['devices_restored']:,} "
+                          f"devices restored {restore['start_to_restored_seconds']} s after the start "
+                          f"({restore['partition_seconds_sum']} s in {restore['partitions']} partition "
+                          f"restores), longest pause {restore['max_scoring_pause_ms']} ms")
     for name, target in record["targets"].items():
         met = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
         console.print(f"target {name} {target['target']}: {target['value']} ({met})")

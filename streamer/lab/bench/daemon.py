@@ -38,13 +38,17 @@ HANDLED_COUNTERS = ("streamer_readings_scored_total", "streamer_readings_warmup_
 EVENT_TO_ALERT = "streamer_event_to_alert_seconds"
 EVENT_TO_DECISION = "streamer_event_to_decision_seconds"
 CONSUME_TO_DECISION = "streamer_consume_to_decision_seconds"
-HISTOGRAMS = (EVENT_TO_ALERT, EVENT_TO_DECISION, CONSUME_TO_DECISION)
+SCORING_PAUSE = "streamer_scoring_pause_seconds"  # by cause: read summed over causes
+SNAPSHOT_ROUND = "streamer_state_snapshot_round_seconds"
+RESTORE = "streamer_state_restore_seconds"
+HISTOGRAMS = (EVENT_TO_ALERT, EVENT_TO_DECISION, CONSUME_TO_DECISION, SCORING_PAUSE, SNAPSHOT_ROUND, RESTORE)
+LONGEST_PAUSE = "streamer_scoring_pause_longest_seconds"
 # What a progress sample reads. The benchmarks sample every 0.1 s, some 150 times as often as
 # Prometheus scrapes; rendering and serving the whole exposition (19 KB) that often took about 5%
 # of a draining daemon's samples (py-spy), so progress samples ask for these series only
 # (prometheus_client's `name[]` filter) and the full exposition is read at window edges.
 PROGRESS_SERIES = (*HANDLED_COUNTERS, "streamer_readings_consumed_total", "streamer_partitions_assigned",
-                   "streamer_rebalances_total", "streamer_alerts_total")
+                   "streamer_rebalances_total", "streamer_alerts_total", LONGEST_PAUSE)
 SCRAPE_TIMEOUT_S = 5.0
 
 
@@ -68,6 +72,14 @@ class Histogram:
     def count(self) -> float:
         """Observations in the histogram."""
         return self.cumulative[-1] if self.cumulative else 0.0
+
+    def above(self, bound: float) -> float:
+        """Observations greater than ``bound`` (one of the bucket bounds).
+
+        >>> Histogram((0.02, 0.1, math.inf), (7.0, 9.0, 10.0)).above(0.02)
+        3.0
+        """
+        return self.count - self.cumulative[self.bounds.index(bound)]
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile, interpolated linearly inside its bucket as PromQL's histogram_quantile.
@@ -105,20 +117,33 @@ class Sample:
     alerts: float  # alert events acknowledged
     cpu_s: float | None  # user + system CPU seconds of the process
     histograms: dict[str, Histogram] = field(default_factory=dict)
+    longest_pause_s: float = 0.0  # the longest scoring pause of the last two refresh intervals
+    pauses_by_cause: dict[str, Histogram] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)  # every other sample, summed over its labels
+
+
+def _histogram(counts: dict[float, float]) -> Histogram:
+    bounds = sorted(counts)
+    return Histogram(tuple(bounds), tuple(counts[b] for b in bounds))
 
 
 def parse_metrics(text: str, *, at: float, cpu_s: float | None) -> Sample:
     """The figures the benchmarks read from one ``/metrics`` exposition."""
     values: dict[str, float] = {}
-    buckets: dict[str, list[tuple[float, float]]] = {}
+    buckets: dict[str, dict[float, float]] = {}
+    by_cause: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name.endswith("_bucket") and family.name == SCORING_PAUSE:
+                by_cause.setdefault(sample.labels["cause"], {})[float(sample.labels["le"])] = sample.value
             if sample.name.endswith("_bucket") and family.name in HISTOGRAMS:
-                buckets.setdefault(family.name, []).append((float(sample.labels["le"]), sample.value))
+                # Summed over any other label (the pause histogram's cause).
+                counts = buckets.setdefault(family.name, {})
+                bound = float(sample.labels["le"])
+                counts[bound] = counts.get(bound, 0.0) + sample.value
             else:  # counters summed over their labels (reason, event, method)
                 values[sample.name] = values.get(sample.name, 0.0) + sample.value
-    histograms = {name: Histogram(tuple(b for b, _ in sorted(pairs)), tuple(c for _, c in sorted(pairs)))
-                  for name, pairs in buckets.items()}
+    histograms = {name: _histogram(counts) for name, counts in buckets.items()}
     return Sample(
         at=at,
         handled=sum(values.get(name, 0.0) for name in HANDLED_COUNTERS),
@@ -129,6 +154,9 @@ def parse_metrics(text: str, *, at: float, cpu_s: float | None) -> Sample:
         alerts=values.get("streamer_alerts_total", 0.0),
         cpu_s=cpu_s,
         histograms=histograms,
+        longest_pause_s=values.get(LONGEST_PAUSE, 0.0),
+        pauses_by_cause={cause: _histogram(counts) for cause, counts in by_cause.items()},
+        values=values,
     )
 
 

@@ -49,7 +49,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,6 +59,9 @@ from streamer.lab.bench.daemon import (
     CONSUME_TO_DECISION,
     EVENT_TO_ALERT,
     EVENT_TO_DECISION,
+    RESTORE,
+    SCORING_PAUSE,
+    SNAPSHOT_ROUND,
     DaemonProcess,
     Sample,
     cpu_percent,
@@ -99,6 +102,8 @@ TARGET_VS_RAW = 0.5
 TARGET_VS_NAIVE = 1000.0
 TARGET_P99_MS = 20.0
 TARGET_P99_LOAD = 10_000
+# The issue's budget for the longest scoring pause at 100K devices.
+PAUSE_BUDGET_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -123,12 +128,24 @@ class E2EOptions:
     seed: int = 7
     ready_timeout_s: float = 120.0
     drain_timeout_s: float = 300.0
+    # The raw, naive, drain and ladder paths; off: the fixed loads only.
+    throughput: bool = True
+    # After each fixed load, stop its daemon (final snapshot) and time a fresh one restoring every device.
+    restore: bool = False
 
 
 FULL = E2EOptions()
 # About two and a half minutes on a 2-core machine.
 QUICK = E2EOptions(devices=1_000, backlog_steps=600, warm_s=3.0, measure_s=10.0, ladder=(0.5, 0.8, 1.0),
                    ladder_s=8.0)
+# A fleet of 100,000 devices, just able to alert (thresholds.warmup 40 readings, then the record gate's
+# 40 scored residuals), at 10K readings/s: each
+# device reads every 10 s, so a load touches every device and its snapshot round is 100K devices.
+# A round is spread over half of state.snapshot_interval_s and starts an interval after the last
+# one ended (45 s apart with the defaults), so a 60 s window holds a whole round; the restart then
+# restores the whole fleet. About seven minutes on a 2-core machine.
+QUICK_FLEET = E2EOptions(devices=100_000, backlog_steps=85, loads=(10_000,), warm_s=5.0, measure_s=60.0,
+                         ladder=(), naive_seconds=5.0, restore=True)
 
 
 async def run_e2e(base: Config, options: E2EOptions, broker: Broker, workdir: Path,
@@ -136,7 +153,8 @@ async def run_e2e(base: Config, options: E2EOptions, broker: Broker, workdir: Pa
     """Run the benchmark against ``broker`` and return its JSON object."""
     started = time.monotonic()
     record: dict[str, Any] = {"benchmark": "e2e", **machine_record(), "broker": broker.description}
-    throughput = await _throughput(base, options, broker, workdir, progress)
+    throughput = (await _throughput(base, options, broker, workdir, progress) if options.throughput
+                  else _no_throughput(base, options))
     loads = []
     for rate in options.loads:
         progress(f"fixed load {rate:,} readings/s (fresh topic and daemon): {options.warm_s:g} s warm-up, "
@@ -168,6 +186,15 @@ async def run_e2e(base: Config, options: E2EOptions, broker: Broker, workdir: Pa
     return record
 
 
+def _no_throughput(base: Config, options: E2EOptions) -> dict[str, Any]:
+    """What :func:`_throughput` returns when it is not run (``throughput=False``)."""
+    skipped = {"skipped": "fixed loads only (--no-throughput)", "readings_per_s": None}
+    return {"streamer_rate": None, "raw_rate": None, "raw": skipped, "naive": skipped, "drain": skipped,
+            "ladder": [], "exit_code": None, "config": base,
+            "fleet": {"devices": options.devices, "partitions": options.partitions,
+                      "backlog_readings": options.devices * options.backlog_steps}}
+
+
 async def _throughput(base: Config, options: E2EOptions, broker: Broker, workdir: Path,
                       progress: Progress) -> dict[str, Any]:
     """Backlog, raw path, naive path, daemon drain and sustained ladder, on one topic."""
@@ -190,10 +217,12 @@ async def _throughput(base: Config, options: E2EOptions, broker: Broker, workdir
         progress(f"naive path: Keras predict() per reading, up to {options.naive_seconds:g} s "
                  f"or {options.naive_max_readings} readings")
         naive = await _run_path(["naive", "--seconds", str(options.naive_seconds), "--max-readings",
-                                 str(options.naive_max_readings), "--timeout", str(options.drain_timeout_s)],
+                                 str(options.naive_max_readings), "--expect", str(backlog),
+                                 "--timeout", str(options.drain_timeout_s)],
                                 with_group(config, f"{kafka.group_id}-naive"), workdir, "naive",
                                 options.drain_timeout_s + 120)
-        progress(f"  {_fmt(naive['readings_per_s'])} readings/s")
+        progress(f"  {_fmt(naive['readings_per_s'])} readings/s"
+                 + (f" ({naive['skipped']})" if naive.get("skipped") else ""))
 
         progress("daemon: streamer run draining the backlog")
         daemon = DaemonProcess(config, workdir)
@@ -276,7 +305,11 @@ async def _latency_phase(base: Config, options: E2EOptions, broker: Broker, work
             step = await _sustained(daemon, generator, rate, options.measure_s, broker.pid)
         finally:
             arrivals = await _stop_subscriber(*subscriber)
-        exit_code = daemon.stop()
+        stopping = time.monotonic()
+        exit_code = daemon.stop(timeout_s=options.drain_timeout_s)
+        step["stop_seconds"] = round(time.monotonic() - stopping, 2)  # drain, final snapshot, commit
+        if options.restore:
+            step["restore"] = await _restore(config, options, workdir, f"{name}-restored")
     finally:
         daemon.stop()
         await producer.stop()
@@ -286,6 +319,47 @@ async def _latency_phase(base: Config, options: E2EOptions, broker: Broker, work
     load.update({"quantiles": quantiles, "latency_source": source, "latency_samples": samples,
                  "broker_floor_ms": _floor(arrivals.readings, load)})
     return load
+
+
+async def _restore(config: Config, options: E2EOptions, workdir: Path, name: str) -> dict[str, Any]:
+    """Start a fresh daemon in the stopped one's group and time it restoring every partition's devices."""
+    daemon = DaemonProcess(config, workdir, name)
+    started = time.monotonic()
+    daemon.start()
+    deadline = started + options.ready_timeout_s + config.state.restore_timeout_s
+    try:
+        while True:
+            try:
+                sample = await scrape(daemon)
+            except OSError:  # not serving yet
+                sample = None
+            if sample is not None and sample.values.get(f"{RESTORE}_count", 0.0) >= options.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise BenchFailedError(f"{name} did not restore {options.partitions} partitions in time")
+            await asyncio.sleep(LOAD_SAMPLE_S)
+        seconds = time.monotonic() - started
+        # The gauges (devices tracked, longest pause) catch up within a refresh interval.
+        await asyncio.sleep(config.metrics.refresh_interval_s + LOAD_SAMPLE_S)
+        sample = await scrape(daemon)
+        restore = sample.histograms.get(RESTORE)
+        pauses = sample.histograms.get(SCORING_PAUSE)
+        values = sample.values
+        return {
+            "devices_restored": int(values.get("streamer_state_restored_devices_total", 0.0)),
+            "devices_tracked": int(values.get("streamer_devices_tracked", 0.0)),
+            "readings_replayed": int(values.get("streamer_state_replayed_readings_total", 0.0)),
+            "partitions": int(values.get(f"{RESTORE}_count", 0.0)),
+            "partition_seconds_sum": _round(values.get(f"{RESTORE}_sum")),
+            "partition_seconds_p99": _round(restore.quantile(0.99) if restore else None),
+            "start_to_restored_seconds": round(seconds, 2),
+            "max_scoring_pause_ms": _ms(sample.longest_pause_s),
+            "scoring_pauses_over_20ms": pauses.above(PAUSE_BUDGET_S) if pauses else None,
+            "scoring_pauses_over_20ms_by_cause": _over_budget(sample),
+            "exit_code": daemon.stop(),
+        }
+    finally:
+        daemon.stop()
 
 
 def _generator(producer: Any, config: Config, options: E2EOptions, spikes: float) -> LoadGenerator:
@@ -333,12 +407,14 @@ async def _sustained(daemon: DaemonProcess, generator: LoadGenerator, rate: floa
     first_sent = generator.sent
     window_start_ms = time.time() * 1000.0
     lags: list[float] = []
+    longest_pauses: list[float] = []
 
     async def sample_lag() -> None:
         while True:
             await asyncio.sleep(LOAD_SAMPLE_S)
             sample = await scrape(daemon, histograms=False)
             lags.append(generator.sent - sample.handled)
+            longest_pauses.append(sample.longest_pause_s)
 
     sampler = asyncio.create_task(sample_lag())
     try:
@@ -349,6 +425,7 @@ async def _sustained(daemon: DaemonProcess, generator: LoadGenerator, rate: floa
             await sampler
     window_end_ms = time.time() * 1000.0
     last = await scrape(daemon)
+    longest_pauses.append(last.longest_pause_s)
     lag = generator.sent - last.handled
     span = last.at - first.at
     step: dict[str, Any] = {
@@ -364,6 +441,10 @@ async def _sustained(daemon: DaemonProcess, generator: LoadGenerator, rate: floa
         "machine_cpu_percent": cpu_percent(machine_first, machine_busy_seconds(), span),
         "window_ms": [round(window_start_ms, 1), round(window_end_ms, 1)],
         "daemon_histograms_ms": _histogram_quantiles(first, last),
+        # Sampled every LOAD_SAMPLE_S: the gauge keeps each pause for one to two refresh intervals,
+        # so a pause up to two intervals before the window (in the warm-up) may count too.
+        "max_scoring_pause_ms": _ms(max(longest_pauses)),
+        "scoring_pauses": _pauses(first, last),
     }
     # Let the daemon catch up before whatever comes next.
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
@@ -388,6 +469,34 @@ def _histogram_quantiles(first: Sample, last: Sample) -> dict[str, dict[str, flo
 
 
 QUANTILES = (("p50", 0.5), ("p99", 0.99), ("p999", 0.999))
+
+
+def _over_budget(last: Sample, first: Sample | None = None) -> dict[str, float]:
+    """Scoring pauses over :data:`PAUSE_BUDGET_S` by cause (since ``first``), causes that had any."""
+    out = {}
+    for cause, histogram in last.pauses_by_cause.items():
+        earlier = first.pauses_by_cause.get(cause) if first is not None else None
+        over = (histogram.minus(earlier) if earlier is not None else histogram).above(PAUSE_BUDGET_S)
+        if over:
+            out[cause] = over
+    return out
+
+
+def _pauses(first: Sample, last: Sample) -> dict[str, Any]:
+    """Scoring pauses and snapshot rounds within a window, from the daemon's histograms."""
+    out: dict[str, Any] = {}
+    if SCORING_PAUSE in last.histograms and SCORING_PAUSE in first.histograms:
+        window = last.histograms[SCORING_PAUSE].minus(first.histograms[SCORING_PAUSE])
+        out.update({"count": window.count, "over_20ms": window.above(PAUSE_BUDGET_S),
+                    "over_100ms": window.above(0.1),
+                    "over_20ms_by_cause": _over_budget(last, first)})
+    def moved(name: str) -> float:
+        return last.values.get(name, 0.0) - first.values.get(name, 0.0)
+
+    rounds, seconds = moved(f"{SNAPSHOT_ROUND}_count"), moved(f"{SNAPSHOT_ROUND}_sum")
+    out["snapshot_rounds"] = rounds
+    out["snapshot_round_seconds_mean"] = round(seconds / rounds, 2) if rounds else None
+    return out
 
 
 def _floor(readings: Sequence[tuple[float, float]], load: dict[str, Any]) -> dict[str, float | None]:
@@ -538,7 +647,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.0f}"
 
 
-def options_from(quick: bool, **overrides: Any) -> E2EOptions:
-    """QUICK or FULL with the given fields replaced (None leaves a field as it is)."""
-    base = QUICK if quick else FULL
+def options_from(quick: bool | Literal["fleet"], **overrides: Any) -> E2EOptions:
+    """QUICK, QUICK_FLEET ("fleet") or FULL with the given fields replaced (None leaves a field as it is)."""
+    base = QUICK_FLEET if quick == "fleet" else QUICK if quick else FULL
     return replace(base, **{name: value for name, value in overrides.items() if value is not None})

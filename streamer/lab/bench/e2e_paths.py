@@ -124,8 +124,13 @@ class _RunningZ:
         return flagged
 
 
-async def naive_path(config: Config, seconds: float, max_readings: int, timeout_s: float) -> dict[str, Any]:
-    """The tutorial predictor: one Keras ``predict()`` per reading; see the module docstring."""
+async def naive_path(config: Config, seconds: float, max_readings: int, timeout_s: float,
+                     expect: int | None = None) -> dict[str, Any]:
+    """The tutorial predictor: one Keras ``predict()`` per reading; see the module docstring.
+
+    ``expect``: the backlog's size; the path ends once it has read that many
+    records (a backlog shorter than a window per device gives it nothing to time).
+    """
     from models.bundle import load_bundle
 
     bundle = load_bundle(config.predictor.lstm.bundle)
@@ -144,11 +149,13 @@ async def naive_path(config: Config, seconds: float, max_readings: int, timeout_
     buffers: dict[str, deque[list[float]]] = {}
     thresholds: dict[str, _RunningZ] = {}
     filled = predicted = flagged = 0  # filled: readings of devices whose window was not yet full
+    read = 0
     started: float | None = None
     elapsed = 0.0
     deadline = time.monotonic() + timeout_s
     try:
         async for message in consumer:
+            read += 1
             reading = json.loads(message.value)
             device = reading["device_id"]
             vector = [float(reading["value"])] if "value" in reading else [
@@ -175,17 +182,21 @@ async def naive_path(config: Config, seconds: float, max_readings: int, timeout_
                 elapsed = time.perf_counter() - started
                 if elapsed >= seconds or predicted >= max_readings:
                     break
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (expect is not None and read >= expect):
                 break
     finally:
         await consumer.stop()
+    skipped = ({"skipped": f"no device had a full window of {window} readings in the backlog"}
+               if not predicted else {})
     return {
+        **skipped,
         "readings_per_s": round(predicted / elapsed, 2) if elapsed > 0 else None,
         "predict_calls": predicted,
         "seconds": round(elapsed, 3),
         "ms_per_reading": round(1000.0 * elapsed / predicted, 2) if predicted else None,
         "flagged": flagged,
         "readings_without_predict": filled,
+        "records_read": read,
         "window": window,
         "keras_backend": keras_backend(),
     }
@@ -256,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("path", choices=["raw", "naive", "alerts"])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--expect", type=int, default=0, help="raw: records to read")
+    parser.add_argument("--expect", type=int, default=0,
+                        help="raw: records to read; naive: end once this many are read (0: no end)")
     parser.add_argument("--seconds", type=float, default=20.0, help="naive: time at most this long")
     parser.add_argument("--max-readings", type=int, default=300, help="naive: at most this many readings")
     parser.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
@@ -268,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.path == "raw":
         result = asyncio.run(raw_path(config, args.expect, args.timeout))
     else:
-        result = asyncio.run(naive_path(config, args.seconds, args.max_readings, args.timeout))
+        result = asyncio.run(naive_path(config, args.seconds, args.max_readings, args.timeout,
+                                        expect=args.expect or None))
     args.out.write_text(json.dumps(result) + "\n", encoding="utf-8")
     return 0
 

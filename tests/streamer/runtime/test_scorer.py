@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from streamer.metrics import Metrics
+from streamer.runtime.pauses import PauseMeter
 from streamer.runtime.scorer import Scorer, ScoringThread
 
 
@@ -58,7 +60,7 @@ def test_scoring_thread_shutdown_cancels_jobs_that_have_not_started() -> None:
 async def test_device_state_is_touched_on_one_thread_inline_or_on_the_scoring_thread(
     inline: bool, thread_name: str,
 ) -> None:
-    scorer = Scorer(inline=inline)
+    scorer = Scorer(inline=inline, pauses=PauseMeter(Metrics()))
     ran_on: list[str] = []
 
     def job() -> int:
@@ -82,7 +84,7 @@ async def test_device_state_is_touched_on_one_thread_inline_or_on_the_scoring_th
 async def test_a_batch_is_scored_behind_a_state_job_still_running_on_the_thread() -> None:
     # Scoring inline (runtime.scoring=event_loop), but a snapshot or restore holds
     # the scoring thread: scoring inline now would touch device state from two threads.
-    scorer = Scorer(inline=True)
+    scorer = Scorer(inline=True, pauses=PauseMeter(Metrics()))
     release = threading.Event()
     order: list[tuple[str, str]] = []
 
@@ -93,7 +95,7 @@ async def test_a_batch_is_scored_behind_a_state_job_still_running_on_the_thread(
     def score() -> None:
         order.append(("score", threading.current_thread().name))
 
-    job = scorer.run_job(state_job)
+    job = scorer.run_job(state_job, "snapshot")
     scored = scorer.score(score)
     assert not scored.done()
     release.set()

@@ -21,7 +21,7 @@ T = TypeVar("T")
 START_MS = 1_700_000_000_000
 
 
-async def inline(fn: Callable[[], T]) -> T:
+async def inline(fn: Callable[[], T], job: str) -> T:
     return fn()
 
 

@@ -134,3 +134,15 @@ def test_changed_slots_are_those_seen_since_their_last_snapshot() -> None:
     assert registry.changed_slots([0, 1]).tolist() == [1, 2]
     registry.table["seen"][0] = 2
     assert registry.changed_slots([0]).tolist() == [0, 1]
+
+
+def test_partition_and_change_scans_can_cover_a_range_of_slots() -> None:
+    registry = DeviceRegistry(window=4, channels=1, initial_devices=8, max_devices=100)
+    slots = registry.resolve([f"d{i}" for i in range(10)], np.array([i % 2 for i in range(10)], np.int32))
+    assert slots.tolist() == list(range(10))
+    whole = registry.slots_of_partitions([1])
+    pieces = [registry.slots_of_partitions([1], start, start + 3) for start in range(0, 12, 3)]
+    assert np.concatenate(pieces).tolist() == whole.tolist() == [1, 3, 5, 7, 9]
+    registry.accept(np.array([2, 3, 8]), np.array([1, 1, 1], np.int64), np.ones((3, 1)))
+    assert registry.changed_slots([0], 0, 5).tolist() == [2]
+    assert registry.changed_slots([0, 1], 3, 100).tolist() == [3, 8]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from streamer.state.slot_table import SlotTable
+from streamer.state.slot_table import GROWTH_ROWS, SlotTable
 
 
 def test_capacity_must_be_positive() -> None:
@@ -77,3 +77,31 @@ def test_nbytes_counts_every_field() -> None:
     table.add_field("a", (), np.int64, 0)
     table.add_field("b", (2,), np.float32, 0.0)
     assert table.nbytes() == 4 * 8 + 4 * 2 * 4
+
+
+def test_a_reserved_table_grows_in_place_a_bounded_step_at_a_time() -> None:
+    table = SlotTable(2, reserve=100_000)
+    table.add_field("level", (2,), np.float64, np.nan)
+    table.add_field("count", (), np.int64, 7)
+    table["count"][:] = [1, 2]
+    before = table["count"]
+    table.grow(3)
+    # A step of GROWTH_ROWS, not the whole reserve; nothing copied: the old rows are the same memory.
+    assert table.capacity == 2 + GROWTH_ROWS
+    assert np.shares_memory(before, table["count"])
+    assert table["count"][:3].tolist() == [1, 2, 7]
+    assert np.isnan(table["level"][2:]).all() and table["level"].shape == (table.capacity, 2)
+    table.grow(50_000)  # more than a step at once: exactly what is needed
+    assert table.capacity == 50_000
+    assert table.nbytes() == 50_000 * (2 * 8 + 8)  # the rows in use, not the reserve
+
+
+def test_past_its_reserve_a_table_doubles() -> None:
+    table = SlotTable(2, reserve=4)
+    table.add_field("count", (), np.int64, 7)
+    table.grow(4)
+    assert table.capacity == 4
+    table["count"][:] = [1, 2, 3, 4]
+    table.grow(5)
+    assert table.capacity == 8
+    assert table["count"].tolist() == [1, 2, 3, 4, 7, 7, 7, 7]
