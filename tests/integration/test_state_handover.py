@@ -427,13 +427,21 @@ async def test_a_snapshot_taken_while_readings_are_scored_restores_to_exactly_it
         warm = await produce(config, range(30), partition=0)
         await until(lambda: scored_or_warming(daemon) >= warm, 30, "warm-up not scored", [task])
 
+        round_done = asyncio.Event()
+
         async def feed() -> int:
-            """Readings on partition 0, a step at a time, while the round runs."""
-            return sum([await produce(config, range(step, step + 1), partition=0) for step in range(30, 60)])
+            """Readings on partition 0, a step at a time, until the round is over."""
+            sent, step = 0, 30
+            while not round_done.is_set() and step < 400:
+                sent += await produce(config, range(step, step + 1), partition=0)
+                step += 1
+            return sent
 
         feeding = asyncio.create_task(feed())
         await until(lambda: consumed(daemon) > warm, 30, "live readings not consumed", [task])
-        await daemon.snapshot(list(daemon.commits.active))
+        # Spread as the periodic round is, so that batches arrive between its slices.
+        await daemon.commits.snapshot(list(daemon.commits.active), daemon.state, daemon.scorer, spread_s=1.5)
+        round_done.set()
         taken = await _state_topic(config, 0)  # the round's snapshots, all acknowledged by now
         total = warm + await feeding
         await until(lambda: scored_or_warming(daemon) >= total, 30, "live readings not scored", [task])
