@@ -191,14 +191,10 @@ class StateManager:
     async def changed(self, partitions: Collection[int]) -> IndexArray:
         """Slots of the devices of ``partitions`` that changed since their last snapshot.
 
-        The table is scanned :data:`SCAN_ROWS` slots per job on the scorer (a
-        scan of a million slots at once held it for 15-25 ms).
+        The table is scanned :data:`SCAN_ROWS` slots per job on the scorer.
         """
-        registry = self.registry
-        scan = functools.partial(registry.changed_slots, partitions)
-        parts = [await self.run(functools.partial(scan, start, start + SCAN_ROWS), "snapshot")
-                 for start in range(0, registry.high_water, SCAN_ROWS)]
-        return np.concatenate(parts) if parts else np.empty(0, np.intp)
+        return await scan_table(self.registry, functools.partial(self.registry.changed_slots, partitions),
+                                self.run, "snapshot")
 
     def take(self, positions: Mapping[int, int], candidates: IndexArray | None = None) -> Taken:
         """Snapshot the changed devices of the partitions in ``positions`` (of ``candidates``, or all).
@@ -341,6 +337,18 @@ def release_partitions(registry: DeviceRegistry, partitions: Collection[int]) ->
     return len(slots)
 
 
+async def scan_table(registry: DeviceRegistry, scan: Callable[[int, int], IndexArray], run: Runner,
+                     cause: PauseCause) -> IndexArray:
+    """``scan(start, stop)`` over every slot of ``registry``, :data:`SCAN_ROWS` slots per job on the scorer.
+
+    A scan of a million slots at once held the scorer for tens of milliseconds
+    (benchmarks/performance.md, "Fleet scale"); each job here is about one.
+    """
+    found = [await run(functools.partial(scan, start, start + SCAN_ROWS), cause)
+             for start in range(0, registry.high_water, SCAN_ROWS)]
+    return np.concatenate(found) if found else np.empty(0, np.intp)
+
+
 async def release_in_slices(registry: DeviceRegistry, partitions: Collection[int], run: Runner,
                             slice_devices: int) -> int:
     """Release every device of ``partitions``, ``slice_devices`` per job on the scorer; returns how many.
@@ -350,10 +358,8 @@ async def release_in_slices(registry: DeviceRegistry, partitions: Collection[int
     """
     if not partitions:
         return 0
-    found = [await run(functools.partial(registry.slots_of_partitions, partitions, start, start + SCAN_ROWS),
-                       "release")
-             for start in range(0, registry.high_water, SCAN_ROWS)]
-    slots = np.concatenate(found) if found else np.empty(0, np.intp)
+    slots = await scan_table(registry, functools.partial(registry.slots_of_partitions, partitions), run,
+                             "release")
     for start in range(0, len(slots), slice_devices):
         await run(functools.partial(registry.release, slots[start:start + slice_devices]), "release")
     return len(slots)
