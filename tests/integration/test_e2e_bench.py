@@ -102,7 +102,8 @@ def test_e2e_fixed_load_and_ladder_report_what_was_sent_and_handled(e2e_record: 
     assert decision["count"] > 0
     (step,) = e2e_record["ladder"]
     assert step["fraction"] == 0.05
-    assert step["target_per_s"] == round(0.05 * e2e_record["streamer_max_readings_per_s"])
+    # The drain rate is reported rounded to 0.1 readings/s, the target from the unrounded rate.
+    assert abs(step["target_per_s"] - 0.05 * e2e_record["streamer_max_readings_per_s"]) <= 1
 
 
 def test_e2e_fixed_load_reports_scoring_pauses_and_the_restart_restores_every_device(
