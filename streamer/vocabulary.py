@@ -30,6 +30,27 @@ RejectionReason = Literal[
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 
+# Why a feedback record changed nothing (the dead letter's `reason`, label of
+# streamer_feedback_rejected_total). Parsing rejects the first five; applying it the rest.
+FeedbackRejectionReason = Literal[
+    "empty",  # no value
+    "oversized",  # far larger than any feedback message
+    "malformed_json",  # not parseable JSON
+    "invalid_feedback",  # a field missing, of the wrong type or out of range (schema)
+    "key_mismatch",  # Kafka key differs from the message's device_id / device_pattern
+    "unknown_device",  # no device with this id in the partition's state
+    "unknown_alert",  # no recent episode of the device has this alert_id
+    "duplicate_feedback",  # the same message again, or an alert answered twice
+]
+FEEDBACK_REJECTION_REASONS: tuple[FeedbackRejectionReason, ...] = get_args(FeedbackRejectionReason)
+
+# Why a flagged reading raised no alert (streamer_suppressed_flags_total):
+# mute (an operator's mute), maintenance (a rule's maintenance window),
+# muted_channel (a rule mutes the channel), feedback (below the bar a false
+# alarm raised), new_normal (warming up again after a re-baseline).
+SuppressionReason = Literal["mute", "maintenance", "muted_channel", "feedback", "new_normal"]
+SUPPRESSION_REASONS: tuple[SuppressionReason, ...] = get_args(SuppressionReason)
+
 # Why input partitions are paused (streamer_partitions_paused): their state is
 # being restored, or the scoring queue is above batching.pause_high.
 PauseReason = Literal["restore", "backpressure"]
@@ -39,8 +60,8 @@ PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
 # (streamer_scoring_pause_seconds): snapshot (taking a slice of devices, or
 # marking it written), restore (writing restored rows), replay (replaying
 # input into restored state), release (forgetting a partition's devices),
-# gauges (counting over every device).
-PauseCause = Literal["snapshot", "restore", "replay", "release", "gauges"]
+# gauges (counting over every device), feedback (applying operator feedback).
+PauseCause = Literal["snapshot", "restore", "replay", "release", "gauges", "feedback"]
 PAUSE_CAUSES: tuple[PauseCause, ...] = get_args(PauseCause)
 
 # Why a partition's fetch position was reset to kafka.auto_offset_reset

@@ -44,6 +44,9 @@ class EpisodeChanges:
     updated: IndexArray
     resolved: IndexArray
     episode_start: npt.NDArray[np.int64]  # per row of the round
+    # Per row: whether its episode is open after this reading; None when the
+    # round was quiet (no row flagged, open, in a run or cooling down).
+    open_now: BoolArray | None = None
 
 
 class EpisodeTracker:
@@ -146,7 +149,8 @@ class EpisodeTracker:
         since_report = np.where(updates, 0, since_report)
         peak = np.where(opens | updates, score, peak)
 
-        table["ep_open"][slots] = (was_open | opens) & ~resolves
+        open_now = (was_open | opens) & ~resolves
+        table["ep_open"][slots] = open_now
         table["ep_start_ts"][slots] = start
         table["ep_calm"][slots] = calm
         table["ep_run"][slots] = run
@@ -159,6 +163,7 @@ class EpisodeTracker:
             updated=np.flatnonzero(updates),
             resolved=np.flatnonzero(resolves),
             episode_start=start,
+            open_now=open_now,
         )
 
     def open_count(self) -> int:

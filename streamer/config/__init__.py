@@ -7,6 +7,7 @@
   ``dynamic``, ``likelihood``) and per check (``range_novelty``,
   ``record_gate``, ``stuck``);
 - ``operations``: ``alerts``, ``state``, ``metrics``, ``runtime``;
+- ``operators``: ``feedback`` (operator feedback's effect on sensitivity);
 - ``tree``: :class:`Config`, the whole tree;
 - ``loading``: :func:`load_config` (file, environment, errors that name the
   key and the source), and showing or writing a config without leaking secrets.
@@ -33,6 +34,7 @@ from streamer.config.loading import (
     write_config_file,
 )
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
+from streamer.config.operators import FeedbackConfig
 from streamer.config.scoring import (
     BaselineConfig,
     BatchingConfig,
@@ -54,10 +56,41 @@ from streamer.config.thresholds import (
 from streamer.config.tree import Config
 
 __all__ = [
-    "ENV_PREFIX", "MASK", "MOVED_KEYS", "AlertsConfig", "BaselineConfig", "BatchingConfig", "BuffersConfig",
-    "Config", "DynamicThresholdConfig", "KafkaConfig", "LSTMConfig", "LikelihoodConfig", "MetricsConfig",
-    "NonNegativeInt", "Port", "PositiveFloat", "PositiveInt", "PredictorConfig", "RangeNoveltyConfig",
-    "ReadingsConfig", "RecordGateConfig", "RuntimeConfig", "Secret", "Section", "SecurityConfig",
-    "StateConfig", "StuckConfig", "ThresholdsConfig", "UnitInterval", "ZScoreConfig", "config_document",
-    "env_overrides", "load_config", "log_effective_config", "masked", "write_config_file",
+    "ENV_PREFIX",
+    "MASK",
+    "MOVED_KEYS",
+    "AlertsConfig",
+    "BaselineConfig",
+    "BatchingConfig",
+    "BuffersConfig",
+    "Config",
+    "DynamicThresholdConfig",
+    "FeedbackConfig",
+    "KafkaConfig",
+    "LSTMConfig",
+    "LikelihoodConfig",
+    "MetricsConfig",
+    "NonNegativeInt",
+    "Port",
+    "PositiveFloat",
+    "PositiveInt",
+    "PredictorConfig",
+    "RangeNoveltyConfig",
+    "ReadingsConfig",
+    "RecordGateConfig",
+    "RuntimeConfig",
+    "Secret",
+    "Section",
+    "SecurityConfig",
+    "StateConfig",
+    "StuckConfig",
+    "ThresholdsConfig",
+    "UnitInterval",
+    "ZScoreConfig",
+    "config_document",
+    "env_overrides",
+    "load_config",
+    "log_effective_config",
+    "masked",
+    "write_config_file",
 ]

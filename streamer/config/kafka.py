@@ -57,6 +57,10 @@ class KafkaConfig(Section, frozen=True):
     input_topic: str = "readings"
     alert_topic: str = "alerts"
     dead_letter_topic: str = "readings-dlq"
+    # Operator feedback (false alarms, missed anomalies, mutes: streamer.feedback),
+    # keyed by device id and partitioned like input_topic; its offsets are kept
+    # under the group "<group_id>-feedback".
+    feedback_topic: str = "feedback"
     # Compacted topic of per-device detector snapshots (see the `state` section).
     # Unset: "<group_id>-<input_topic>-state", so two groups reading one input
     # topic never restore each other's devices (Kafka Streams names its

@@ -7,6 +7,7 @@ import msgspec
 from streamer.config.base import Section
 from streamer.config.kafka import KafkaConfig
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
+from streamer.config.operators import FeedbackConfig
 from streamer.config.scoring import BatchingConfig, BuffersConfig, PredictorConfig, ReadingsConfig
 from streamer.config.thresholds import ThresholdsConfig
 
@@ -22,6 +23,7 @@ class Config(Section, frozen=True):
     thresholds: ThresholdsConfig = msgspec.field(default_factory=ThresholdsConfig)
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
+    feedback: FeedbackConfig = msgspec.field(default_factory=FeedbackConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
 

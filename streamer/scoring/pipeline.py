@@ -24,6 +24,8 @@ from streamer.alerts.events import AlertSource, RoundChanges, build_alerts
 from streamer.codec import Alert, ReadingBatch, Rejection
 from streamer.config import Config
 from streamer.errors import ConfigError
+from streamer.feedback.adjustments import Applied, GateCounts, OperatorAdjustments
+from streamer.feedback.messages import Feedback, FeedbackRejection, pattern_regex
 from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor
 from streamer.state.extra_rows import ExtraRows
@@ -33,6 +35,7 @@ from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
 from streamer.thresholds.record import apply_record_gate, make_record_gate
 from streamer.thresholds.stuck import apply_stuck, make_stuck
+from streamer.vocabulary import SuppressionReason
 
 IndexArray = npt.NDArray[np.intp]
 
@@ -57,6 +60,8 @@ class ScoreResult:
     fetched_at: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
     # Per-row anomaly score (NaN for rejected and warm-up rows); used by evaluation.
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+    # Flags that raised no alert (operator mutes, feedback, rules), by reason.
+    suppressed: dict[SuppressionReason, int] = field(default_factory=dict)
 
 
 def make_predictor(config: Config, table: SlotTable) -> Predictor:
@@ -129,6 +134,8 @@ class ScoringPipeline:
         # only the readings themselves show it (None: off).
         self.stuck = make_stuck(table, channel_count, config.thresholds.stuck)
         self.episodes = EpisodeTracker(table, config.alerts)
+        # Declared last: new_normal resets every field declared before.
+        self.operators = OperatorAdjustments(table, self.channels, config.feedback, config.thresholds)
         self.warmup = config.thresholds.warmup
 
     def extra_rows(self) -> ExtraRows | None:
@@ -139,6 +146,48 @@ class ScoringPipeline:
         """What a state snapshot row's meaning depends on besides its layout."""
         return {"model_version": self.predictor.version, "threshold_method": self.threshold.method,
                 "channels": ",".join(self.channels)}
+
+    def apply_feedback(self, message: Feedback,
+                       partitions: frozenset[int] | None = None) -> Applied | FeedbackRejection:
+        """Apply one operator message to the devices it names (of ``partitions``, when given).
+
+        A message for one device that this pipeline does not hold (in those
+        partitions) is rejected as ``unknown_device``; a pattern message applies
+        to the matching devices held, possibly none.
+        """
+        registry = self.registry
+        if message.device_pattern is not None:
+            slots = self._matching(message.device_pattern, partitions)
+        else:
+            assert message.device_id is not None  # noqa: S101  # parse_feedback checked it
+            slot = registry.slot(message.device_id)
+            if slot is None or (partitions is not None
+                                and int(registry.table["reg_partition"][slot]) not in partitions):
+                return FeedbackRejection("unknown_device", f"no device {message.device_id[:64]!r} here")
+            slots = np.array([slot], dtype=np.intp)
+        seen, last_ts = registry.seen(slots), registry.last_ts(slots)
+        changed: list[int] = []
+        outcome: Applied | FeedbackRejection = Applied(0)
+        for index, slot in enumerate(slots.tolist()):
+            outcome = self.operators.apply(message, slot, registry.device_id(slot), self.predictor.version,
+                                           int(seen[index]), int(last_ts[index]))
+            if isinstance(outcome, Applied):
+                changed.append(slot)
+        if changed:
+            registry.mark_changed(np.array(changed, dtype=np.intp))
+        if message.device_pattern is not None:
+            return Applied(len(changed))
+        return outcome
+
+    def _matching(self, pattern: str, partitions: frozenset[int] | None) -> npt.NDArray[np.intp]:
+        """Live slots whose device id matches the glob ``pattern`` (of ``partitions``, when given)."""
+        registry = self.registry
+        live = (registry.slots_of_partitions(partitions) if partitions is not None
+                else np.flatnonzero(registry.table["reg_live"][:registry.high_water]))
+        match = pattern_regex(pattern).fullmatch
+        ids = registry.device_ids(live)
+        matching = [slot for slot, device_id in zip(live.tolist(), ids, strict=True) if match(device_id)]
+        return np.array(matching, dtype=np.intp)
 
     def replay(self, batch: ReadingBatch, partitions: npt.NDArray[np.int32]) -> int:
         """Score replayed readings into the state; returns how many were applied (scored or warm-up)."""
@@ -205,6 +254,10 @@ class ScoringPipeline:
             if len(batch_rows) == 0:
                 return batch_rows
         values = batch.values[batch_rows]
+        operators = self.operators
+        flags = operators.flags(round_slots)
+        if flags.any():
+            operators.due_renewals(round_slots, ts, flags, registry.seen(round_slots))
 
         started = time.perf_counter()
         forecast = self.predictor.forecast(round_slots)
@@ -212,7 +265,8 @@ class ScoringPipeline:
         result.model_seconds += time.perf_counter() - started
 
         residual = values - forecast
-        scored = (registry.seen(round_slots) >= self.warmup) & np.isfinite(residual).all(axis=1)
+        seen = registry.seen(round_slots)
+        scored = (seen >= self.warmup) & np.isfinite(residual).all(axis=1)
         registry.accept(round_slots, ts, values)
 
         decision = self.threshold.update(round_slots, residual, scored, values)
@@ -223,7 +277,11 @@ class ScoringPipeline:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         if self.stuck is not None:
             decision = apply_stuck(self.stuck, round_slots, values, scored, decision)
+        if flags.any():
+            counts = GateCounts(result.suppressed)
+            decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts)
         episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
+        operators.track(round_slots, decision, episode, episode.open_now)
         scored_count = int(np.count_nonzero(scored))
         result.scored += scored_count
         result.warmup += len(batch_rows) - scored_count

@@ -142,7 +142,7 @@ class Taken:
     slots: IndexArray
     device_ids: list[str]
     partitions: list[int]
-    seen: npt.NDArray[np.int64]  # each device's `seen` when taken
+    seen: npt.NDArray[np.int64]  # each device's version (DeviceRegistry.versions) when taken
     values: list[bytes]
 
 
@@ -217,7 +217,7 @@ class StateManager:
             slots = registry.changed_among(candidates, positions.keys())
         device_ids = registry.device_ids(slots)
         partitions = table["reg_partition"][slots].tolist()
-        seen = table["seen"][slots].copy()
+        seen = self.registry.versions(slots)
         rows = take_rows(table, self.extras, self.schema, slots)
         now_ms = int(time.time() * 1000)
         fingerprint = self.schema.fingerprint
@@ -319,7 +319,7 @@ class StateManager:
         slots = slots[admitted]
         put_rows(registry.table, self.extras, self.schema, slots, [chosen[d].row for d in ids])
         table = registry.table
-        table["reg_snapshot_seen"][slots] = table["seen"][slots]  # as on the state topic
+        table["reg_snapshot_seen"][slots] = self.registry.versions(slots)  # as on the state topic
         return {device_id: chosen[device_id].offset for device_id in ids}
 
     def replay(self, partition: int, records: list[Record], stamps: Mapping[str, int]) -> int:

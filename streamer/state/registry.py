@@ -1,12 +1,13 @@
 """Device id → slot mapping over a growing slot table.
 
 Besides the per-device fields every model shares (last event time, readings
-seen, ring buffer), the registry keeps three bookkeeping fields that are not
+seen, ring buffer), the registry keeps four bookkeeping fields that are not
 detector state and never travel in snapshots (:data:`BOOKKEEPING_FIELDS`):
 whether a slot holds a device, the input partition its readings arrive on,
-and its ``seen`` count when it was last snapshotted (a device is *changed*
-while ``seen`` differs from it: every reading that touches detector state
-also increments ``seen``).
+its count of changes made without a reading (operator feedback), and its
+*version* (``seen`` plus those changes) when it was last snapshotted (a
+device is *changed* while its version differs from it: every reading that
+touches detector state increments ``seen``).
 
 Released slots go to a free list and are handed to the next new device, so a
 fleet that moves between daemons does not grow the table without bound.
@@ -33,7 +34,7 @@ NEVER = np.iinfo(np.int64).min
 # The device's input partition is not known (admitted outside the daemon).
 NO_PARTITION = -1
 # Slot-table fields that describe the slot, not the detector: never snapshotted.
-BOOKKEEPING_FIELDS: tuple[str, ...] = ("reg_live", "reg_partition", "reg_snapshot_seen")
+BOOKKEEPING_FIELDS: tuple[str, ...] = ("reg_live", "reg_partition", "reg_snapshot_seen", "reg_edits")
 
 IndexArray = npt.NDArray[np.intp]
 
@@ -55,6 +56,8 @@ class DeviceRegistry:
         self.table.add_field("reg_live", (), np.bool_, False)
         self.table.add_field("reg_partition", (), np.int32, NO_PARTITION)
         self.table.add_field("reg_snapshot_seen", (), np.int64, 0)
+        # Changes made without a reading (operator feedback): part of a device's version.
+        self.table.add_field("reg_edits", (), np.int64, 0)
         self.rings = RingBuffers(self.table, window=window, channels=channels)
         self._slot_of: dict[str, int] = {}
         self._ids: list[str] = []  # by slot; "" for a free slot
@@ -154,6 +157,16 @@ class DeviceRegistry:
         self.table["last_ts"][slots] = ts_ms
         self.table["seen"][slots] += 1
 
+    def mark_changed(self, slots: IndexArray) -> None:
+        """Count ``slots`` as changed since their last snapshot (state changed without a reading)."""
+        self.table["reg_edits"][slots] += 1
+
+    def versions(self, slots: IndexArray) -> npt.NDArray[np.int64]:
+        """Each slot's version: readings seen plus changes made without one (a snapshot's mark)."""
+        table = self.table
+        version: npt.NDArray[np.int64] = table["seen"][slots] + table["reg_edits"][slots]
+        return version
+
     def release(self, slots: IndexArray) -> None:
         """Forget the devices in ``slots``: their rows return to the initial fill and are reused.
 
@@ -185,7 +198,7 @@ class DeviceRegistry:
         """Live slots of ``partitions`` changed since their last snapshot (among slots ``start:stop``)."""
         slots = self.slots_of_partitions(partitions, start, stop)
         table = self.table
-        changed: IndexArray = slots[table["seen"][slots] != table["reg_snapshot_seen"][slots]]
+        changed: IndexArray = slots[self.versions(slots) != table["reg_snapshot_seen"][slots]]
         return changed
 
     def changed_among(self, candidates: IndexArray, partitions: Collection[int]) -> IndexArray:
@@ -194,7 +207,7 @@ class DeviceRegistry:
         table = self.table
         keep = table["reg_live"][candidates]
         keep &= np.isin(table["reg_partition"][candidates], np.fromiter(partitions, np.int32))
-        keep &= table["seen"][candidates] != table["reg_snapshot_seen"][candidates]
+        keep &= self.versions(candidates) != table["reg_snapshot_seen"][candidates]
         changed: IndexArray = candidates[keep]
         return changed
 

@@ -16,6 +16,7 @@ copied. Without a reserve, or past it, the table doubles as before.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,11 @@ class SlotTable:
         """Return ``rows`` of every field to their initial fill value."""
         for name, spec in self._specs.items():
             self._arrays[name][rows] = spec.fill
+
+    def reset_fields(self, rows: npt.NDArray[np.intp], names: Sequence[str]) -> None:
+        """Return ``rows`` of the fields ``names`` to their initial fill value."""
+        for name in names:
+            self._arrays[name][rows] = self._specs[name].fill
 
     def nbytes(self) -> int:
         """Memory held by the rows in use (the reserve beyond them is not touched)."""

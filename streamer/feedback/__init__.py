@@ -1,0 +1,1 @@
+"""Operators in the loop: feedback messages and the per-device adjustments they make."""

@@ -1,0 +1,333 @@
+"""Per-device adjustments that operator feedback makes, and the gate that applies them.
+
+Everything here lives in the device slot table (``op_*`` fields), so it is
+snapshotted and moves with the device's partition like the rest of its
+detector state.
+
+Sensitivity is a *bar* per channel on the row's **surprise**, the score read
+as odds, ``score / (1 - score)`` (for the z-score that is ``-ln p`` of the
+smoothed residual's z; for the likelihood, ``L / (1 - L)``). Untouched, the
+bar is the method's own: the surprise at which it flags (its *base*).
+
+- ``false_alarm`` raises the bar of the channel that raised the alert to the
+  episode's peak surprise times ``1 + feedback.margin``: a flag of the same
+  size on that channel no longer stands, a larger one still does. The bar
+  never goes above ``feedback.max_factor`` times the base, so one click cannot
+  blind a device.
+- ``missed`` lowers the bar (the channel's, or every channel's) by
+  ``feedback.missed_step`` of the base, down to ``feedback.min_factor`` times
+  it: readings the method alone would not flag now open episodes. Methods
+  without a base in surprise (``dynamic``) can only be made less sensitive; a
+  missed anomaly clears their raised bars.
+- Both decay back to the base with a half-life of
+  ``feedback.half_life_readings`` readings of the device.
+- ``new_normal`` forgets the device's forecaster normalisation and state,
+  threshold history, range and stuck-run statistics (everything but its ring
+  buffer, episodes and these adjustments), now or at its first reading at or
+  after ``from_ts``, and clears its bars; the device is not flagged again
+  until ``thresholds.warmup`` readings later.
+- ``mute`` suppresses alerts for readings before ``until_ts`` (readings are
+  still scored; suppressed flags are counted); ``unmute`` ends it.
+- ``confirmed`` changes nothing but the episode's verdict (for precision).
+
+Idempotence: a false alarm or confirmation answers one episode (the device
+keeps its last :data:`EPISODES_KEPT` episodes with their peak and verdict);
+answering it again is a duplicate. Every applied message's digest is kept in
+a ring of :data:`DIGESTS_KEPT` per device, so the same message twice changes
+nothing more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.alerts.episodes import EpisodeChanges, alert_id
+from streamer.config import FeedbackConfig, ThresholdsConfig
+from streamer.feedback.messages import Feedback, FeedbackRejection
+from streamer.state.registry import BOOKKEEPING_FIELDS
+from streamer.state.slot_table import SlotTable
+from streamer.thresholds.result import ThresholdResult
+from streamer.thresholds.zscore import tail_score
+from streamer.vocabulary import SuppressionReason
+
+IndexArray = npt.NDArray[np.intp]
+BoolArray = npt.NDArray[np.bool_]
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+
+# Bits of op_flags: which adjustments a device has (0: none, the fast path).
+BARS, MUTED, RENEWED, RENEW_PENDING = 1, 2, 4, 8
+EPISODES_KEPT = 8
+DIGESTS_KEPT = 8
+NO_EPISODE = -1
+NO_VERDICT, FALSE_ALARM, CONFIRMED = 0, 1, 2
+_NEVER = np.iinfo(np.int64).max
+# Fields new_normal keeps: the registry's, the ring buffer, episodes and these adjustments.
+_KEPT_FIELDS = ("last_ts", "seen", "ring", "ring_head", "ring_filled", *BOOKKEEPING_FIELDS)
+_KEPT_PREFIXES = ("ep_", "op_")
+
+
+def base_surprise(config: ThresholdsConfig) -> float | None:
+    """The surprise at which ``config.method`` flags, or None where it has none (``dynamic``).
+
+    >>> from streamer.config import ThresholdsConfig
+    >>> round(base_surprise(ThresholdsConfig()), 2)  # z = 5
+    14.37
+    """
+    if config.method == "zscore":
+        score = float(tail_score(np.array([config.zscore.z]))[0])
+        return score / (1.0 - score)
+    if config.method == "likelihood":
+        return config.likelihood.threshold / (1.0 - config.likelihood.threshold)
+    return None
+
+
+def surprise(score: Float64Array) -> Float64Array:
+    """``score / (1 - score)``: infinite at 1.
+
+    >>> surprise(np.array([0.0, 0.5, 1.0])).tolist()
+    [0.0, 1.0, inf]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        odds: Float64Array = np.where(score >= 1.0, np.inf, score / np.maximum(1.0 - score, 1e-300))
+    return odds
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A message that changed the state of ``devices`` devices."""
+
+    devices: int
+
+
+@dataclass
+class GateCounts:
+    """Flags the gate took away (suppressed) or added, per reason, in one round."""
+
+    suppressed: dict[SuppressionReason, int] = dataclasses.field(default_factory=dict)
+    added: int = 0
+
+
+class OperatorAdjustments:
+    """The ``op_*`` fields of every device, the gate over a round, and feedback application."""
+
+    def __init__(self, table: SlotTable, channels: Sequence[str], config: FeedbackConfig,
+                 thresholds: ThresholdsConfig) -> None:
+        self.table = table
+        self.channels = list(channels)
+        self.config = config
+        self.warmup = thresholds.warmup
+        base = base_surprise(thresholds)
+        self.base = 0.0 if base is None else base
+        channel_count = len(self.channels)
+        table.add_field("op_flags", (), np.int64, 0)
+        table.add_field("op_bar", (channel_count,), np.float64, np.nan)
+        table.add_field("op_bar_seen", (), np.int64, 0)
+        table.add_field("op_mute_until", (), np.int64, 0)
+        table.add_field("op_renew_at", (), np.int64, _NEVER)
+        table.add_field("op_renew_seen", (), np.int64, 0)
+        table.add_field("op_digests", (DIGESTS_KEPT,), np.int64, 0)
+        table.add_field("op_digest_next", (), np.int64, 0)
+        table.add_field("op_ep_start", (EPISODES_KEPT,), np.int64, NO_EPISODE)
+        table.add_field("op_ep_peak", (EPISODES_KEPT,), np.float64, 0.0)
+        table.add_field("op_ep_channel", (EPISODES_KEPT,), np.int64, 0)
+        table.add_field("op_ep_verdict", (EPISODES_KEPT,), np.int8, NO_VERDICT)
+        table.add_field("op_ep_next", (), np.int64, 0)
+        table.add_field("op_ep_open", (), np.int64, NO_EPISODE)
+
+    # ------------------------------------------------------------ hot path
+    def flags(self, slots: IndexArray) -> Int64Array:
+        """Which adjustments each slot has (0 for most: nothing else is read for them)."""
+        flags: Int64Array = self.table["op_flags"][slots]
+        return flags
+
+    def due_renewals(self, slots: IndexArray, ts: Int64Array, flags: Int64Array,
+                     seen: Int64Array) -> None:
+        """Apply pending ``new_normal`` resets whose time has come, before the round is scored."""
+        pending = (flags & RENEW_PENDING) != 0
+        if not pending.any():
+            return
+        due = pending & (ts >= self.table["op_renew_at"][slots])
+        if due.any():
+            self._renew(slots[due], seen[due])
+            flags[due] = self.table["op_flags"][slots[due]]
+
+    def gate(self, slots: IndexArray, ts: Int64Array, seen: Int64Array, scored: BoolArray,
+             decision: ThresholdResult, flags: Int64Array, counts: GateCounts) -> ThresholdResult:
+        """The round's decision with each device's adjustments applied (``flags`` from :meth:`flags`)."""
+        if not flags.any():
+            return decision
+        table = self.table
+        rows = np.flatnonzero(flags)
+        picked, row_flags = slots[rows], flags[rows]
+        anomalous = decision.anomalous.copy()
+        bars = (row_flags & BARS) != 0
+        if bars.any():
+            bar_rows, bar_slots = rows[bars], picked[bars]
+            channel = decision.channel[bar_rows]
+            bar = self._bars_now(bar_slots, seen[bar_rows])[np.arange(len(bar_rows)), channel]
+            odds = surprise(decision.score[bar_rows])
+            below = anomalous[bar_rows] & (odds < bar)
+            self._count(counts, "feedback", int(np.count_nonzero(below)))
+            anomalous[bar_rows[below]] = False
+            if self.base > 0:
+                raised = ~anomalous[bar_rows] & scored[bar_rows] & (bar < self.base) & (odds >= bar)
+                counts.added += int(np.count_nonzero(raised))
+                anomalous[bar_rows[raised]] = True
+        renewed = (row_flags & RENEWED) != 0
+        if renewed.any():
+            renewed_rows = rows[renewed]
+            since = seen[renewed_rows] - table["op_renew_seen"][picked[renewed]]
+            warming = renewed_rows[since < self.warmup]
+            self._count(counts, "new_normal", int(np.count_nonzero(anomalous[warming])))
+            anomalous[warming] = False
+        muted = (row_flags & MUTED) != 0
+        if muted.any():
+            quiet = rows[muted][ts[rows[muted]] < table["op_mute_until"][picked[muted]]]
+            self._count(counts, "mute", int(np.count_nonzero(anomalous[quiet])))
+            anomalous[quiet] = False
+        return dataclasses.replace(decision, anomalous=anomalous)
+
+    @staticmethod
+    def _count(counts: GateCounts, reason: SuppressionReason, count: int) -> None:
+        if count:
+            counts.suppressed[reason] = counts.suppressed.get(reason, 0) + count
+
+    def track(self, slots: IndexArray, decision: ThresholdResult, episode: EpisodeChanges,
+              open_now: BoolArray | None) -> None:
+        """Keep each episode's start, peak surprise and channel, for the feedback that answers it."""
+        if open_now is None:
+            return
+        table = self.table
+        if episode.opened.size:
+            rows = episode.opened
+            opened = slots[rows]
+            index = table["op_ep_next"][opened] % EPISODES_KEPT
+            table["op_ep_start"][opened, index] = episode.episode_start[rows]
+            table["op_ep_peak"][opened, index] = surprise(decision.score[rows])
+            table["op_ep_channel"][opened, index] = decision.channel[rows]
+            table["op_ep_verdict"][opened, index] = NO_VERDICT
+            table["op_ep_open"][opened] = index
+            table["op_ep_next"][opened] += 1
+        rows = np.flatnonzero(open_now)
+        if rows.size:
+            devices = slots[rows]
+            index = table["op_ep_open"][devices]
+            known = index != NO_EPISODE
+            rows, devices, index = rows[known], devices[known], index[known]
+            odds = surprise(decision.score[rows])
+            higher = odds > table["op_ep_peak"][devices, index]
+            table["op_ep_peak"][devices[higher], index[higher]] = odds[higher]
+            table["op_ep_channel"][devices[higher], index[higher]] = decision.channel[rows[higher]]
+        if episode.resolved.size:
+            table["op_ep_open"][slots[episode.resolved]] = NO_EPISODE
+
+    # ------------------------------------------------------------ feedback
+    def apply(self, message: Feedback, slot: int, device_id: str, model_version: str,
+              seen: int, last_ts: int) -> Applied | FeedbackRejection:
+        """Apply ``message`` to the device in ``slot`` (``seen`` readings, the last at ``last_ts``)."""
+        table = self.table
+        digest = message.digest()
+        if digest in table["op_digests"][slot]:
+            return FeedbackRejection("duplicate_feedback", "this message was already applied")
+        kind = message.kind
+        if kind in ("false_alarm", "confirmed"):
+            outcome = self._answer(message, slot, device_id, model_version, seen)
+        elif kind == "missed":
+            outcome = self._missed(message, slot, seen)
+        elif kind == "new_normal":
+            if message.from_ts is None or message.from_ts <= last_ts:
+                self._renew(np.array([slot]), np.array([seen]))
+            else:
+                table["op_renew_at"][slot] = message.from_ts
+                table["op_flags"][slot] |= RENEW_PENDING
+            outcome = Applied(1)
+        elif kind == "mute":
+            assert message.until_ts is not None  # noqa: S101  # parse_feedback checked it
+            table["op_mute_until"][slot] = message.until_ts
+            table["op_flags"][slot] |= MUTED
+            outcome = Applied(1)
+        else:  # unmute
+            table["op_mute_until"][slot] = 0
+            table["op_flags"][slot] &= ~MUTED
+            outcome = Applied(1)
+        if isinstance(outcome, Applied):
+            position = int(table["op_digest_next"][slot]) % DIGESTS_KEPT
+            table["op_digests"][slot, position] = digest
+            table["op_digest_next"][slot] += 1
+        return outcome
+
+    def _answer(self, message: Feedback, slot: int, device_id: str, model_version: str,
+                seen: int) -> Applied | FeedbackRejection:
+        table = self.table
+        starts = table["op_ep_start"][slot]
+        index = next((k for k in range(EPISODES_KEPT) if starts[k] != NO_EPISODE
+                      and alert_id(device_id, int(starts[k]), model_version) == message.alert_id), None)
+        if index is None:
+            return FeedbackRejection("unknown_alert", f"no recent episode of {device_id} has this alert_id")
+        if table["op_ep_verdict"][slot, index] != NO_VERDICT:
+            return FeedbackRejection("duplicate_feedback", "this alert was already answered")
+        if message.kind == "confirmed":
+            table["op_ep_verdict"][slot, index] = CONFIRMED
+            return Applied(1)
+        table["op_ep_verdict"][slot, index] = FALSE_ALARM
+        bars = self._bars_now(np.array([slot]), np.array([seen]))[0]
+        channel = int(table["op_ep_channel"][slot, index])
+        wanted = float(table["op_ep_peak"][slot, index]) * (1.0 + self.config.margin)
+        ceiling = self.base * self.config.max_factor if self.base > 0 else wanted
+        bars[channel] = min(max(bars[channel], wanted), ceiling)
+        self._set_bars(slot, bars, seen)
+        return Applied(1)
+
+    def _missed(self, message: Feedback, slot: int, seen: int) -> Applied | FeedbackRejection:
+        if message.channel is not None and message.channel not in self.channels:
+            return FeedbackRejection("invalid_feedback",
+                                     f"channel {message.channel[:64]!r} is not in readings.channels")
+        bars = self._bars_now(np.array([slot]), np.array([seen]))[0]
+        chosen = [self.channels.index(message.channel)] if message.channel is not None else slice(None)
+        if self.base > 0:
+            lowered = np.minimum(bars[chosen], self.base) - self.config.missed_step * self.base
+            bars[chosen] = np.maximum(lowered, self.config.min_factor * self.base)
+        else:
+            bars[chosen] = self.base
+        self._set_bars(slot, bars, seen)
+        return Applied(1)
+
+    def _bars_now(self, slots: IndexArray, seen: Int64Array) -> Float64Array:
+        """``(len(slots), channels)``: each bar decayed to now (the base where none is set)."""
+        table = self.table
+        bar0 = table["op_bar"][slots]
+        age = (seen - table["op_bar_seen"][slots]).astype(np.float64)
+        decay = np.exp2(-np.maximum(age, 0.0) / self.config.half_life_readings)[:, None]
+        bars: Float64Array = np.where(np.isnan(bar0), self.base, self.base + (bar0 - self.base) * decay)
+        return bars
+
+    def _set_bars(self, slot: int, bars: Float64Array, seen: int) -> None:
+        table = self.table
+        table["op_bar"][slot] = bars
+        table["op_bar_seen"][slot] = seen
+        table["op_flags"][slot] |= BARS
+
+    def _renew(self, slots: IndexArray, seen: Int64Array) -> None:
+        """Forget what the devices learned (see the module docstring); they warm up again."""
+        table = self.table
+        names = [name for name in table.fields
+                 if name not in _KEPT_FIELDS and not name.startswith(_KEPT_PREFIXES)]
+        table.reset_fields(slots, names)
+        table["op_bar"][slots] = np.nan
+        table["op_renew_seen"][slots] = seen
+        table["op_renew_at"][slots] = _NEVER
+        flags = table["op_flags"][slots]
+        table["op_flags"][slots] = (flags & ~(BARS | RENEW_PENDING)) | RENEWED
+
+    def verdicts(self, slot: int) -> list[tuple[int, int]]:
+        """``(episode start, verdict)`` of the device's kept episodes, oldest first."""
+        table = self.table
+        order = [(int(table["op_ep_next"][slot]) + k) % EPISODES_KEPT for k in range(EPISODES_KEPT)]
+        return [(int(table["op_ep_start"][slot, k]), int(table["op_ep_verdict"][slot, k]))
+                for k in order if table["op_ep_start"][slot, k] != NO_EPISODE]
