@@ -21,6 +21,7 @@ from rich.table import Table
 from streamer import __version__
 from streamer.config import Config, load_config
 from streamer.errors import StreamerError
+from streamer.feedback import command as feedback_command
 from streamer.gc_tuning import tune_collector
 from streamer.logs import configure_logging
 
@@ -111,6 +112,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     demo.set_defaults(command="demo", handler=_cmd_demo)
     _model_parsers(sub, common)
     _export_parser(sub, common)
+    feedback_command.register(sub, common)
     _lab_parsers(sub, common, chosen=next((a for a in argv if not a.startswith("-")), None))
     return parser
 

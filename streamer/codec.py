@@ -326,9 +326,14 @@ def decode_alert(data: bytes) -> Alert:
 
 def dead_letter(record: Record, rejection: Rejection, now_ms: int | None = None) -> DeadLetter:
     """The dead-letter message for a rejected record."""
+    return dead_letter_of(record, rejection.reason, rejection.detail, now_ms)
+
+
+def dead_letter_of(record: Record, reason: str, detail: str, now_ms: int | None = None) -> DeadLetter:
+    """The dead-letter message for a record rejected for ``reason`` (a reading's or a feedback message's)."""
     return DeadLetter(
-        reason=rejection.reason,
-        detail=rejection.detail,
+        reason=reason,
+        detail=detail,
         source_topic=record.topic,
         partition=record.partition,
         offset=record.offset,

@@ -71,6 +71,7 @@ def demo_config(config: Config, bootstrap: str, *, embedded: bool) -> Config:
         input_topic=f"demo-{run}-{kafka.input_topic}",
         alert_topic=f"demo-{run}-{kafka.alert_topic}",
         dead_letter_topic=f"demo-{run}-{kafka.dead_letter_topic}",
+        feedback_topic=f"demo-{run}-{kafka.feedback_topic}",
         create_topics=True,
         # Tansu 0.6 rejects the InitProducerId request aiokafka sends for
         # idempotence; acks=all still holds on the embedded broker.

@@ -20,11 +20,13 @@ from prometheus_client.registry import Collector
 from streamer import __version__
 from streamer.vocabulary import (
     COMMIT_OUTCOMES,
+    FEEDBACK_REJECTION_REASONS,
     OFFSET_RESET_REASONS,
     PAUSE_CAUSES,
     PAUSE_REASONS,
     REJECTION_REASONS,
     RESTORE_OUTCOMES,
+    SUPPRESSION_REASONS,
 )
 
 # Event-time latencies: from a millisecond on loopback up to a minute for
@@ -240,6 +242,24 @@ class Metrics:
             "streamer_state_cold_partitions",
             "Assigned partitions whose restore failed or timed out; their devices warm up again.",
             registry=r)
+
+        self.feedback_applied = Counter(
+            "streamer_feedback_applied",
+            "Operator feedback messages applied, by kind, threshold method and model version "
+            "(confirmed / (confirmed + false_alarm) is the precision operators see).",
+            ["kind", "method", "model_version"], registry=r)
+        self.feedback_rejected = Counter(
+            "streamer_feedback_rejected",
+            "Operator feedback messages that changed nothing (sent to the dead-letter topic), by reason.",
+            ["reason"], registry=r)
+        for feedback_reason in FEEDBACK_REJECTION_REASONS:
+            self.feedback_rejected.labels(feedback_reason)
+        self.suppressed = Counter(
+            "streamer_suppressed_flags",
+            "Flagged readings that raised no alert (operator mute, feedback, rules), by reason.",
+            ["reason"], registry=r)
+        for suppression in SUPPRESSION_REASONS:
+            self.suppressed.labels(suppression)
 
     def set_build(self, *, predictor: str, model_version: str, method: str) -> None:
         """Publish what this daemon runs."""

@@ -61,12 +61,13 @@ class KafkaNames:
     alert_topic: str
     dead_letter_topic: str
     group_id: str
+    feedback_topic: str
 
     @classmethod
     def fresh(cls) -> KafkaNames:
         """Names no other test uses."""
         run = uuid.uuid4().hex[:10]
-        return cls(f"readings-{run}", f"alerts-{run}", f"dlq-{run}", f"group-{run}")
+        return cls(f"readings-{run}", f"alerts-{run}", f"dlq-{run}", f"group-{run}", f"feedback-{run}")
 
 
 ConfigFactory = Callable[..., Config]
@@ -89,6 +90,7 @@ def config_factory(broker: EmbeddedBroker) -> ConfigFactory:
             alert_topic=names.alert_topic,
             dead_letter_topic=names.dead_letter_topic,
             group_id=names.group_id,
+            feedback_topic=names.feedback_topic,
             idempotent_producer=False,  # Tansu 0.6: see KafkaConfig.idempotent_producer
             topic_partitions=3,
         )

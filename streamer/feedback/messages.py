@@ -35,7 +35,7 @@ MAX_FEEDBACK_BYTES = 16_384
 _MAX_TS_MS = 253_402_300_799_999
 
 
-class Feedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Feedback(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """One operator message (see the module docstring and the JSON Schema)."""
 
     kind: FeedbackKind

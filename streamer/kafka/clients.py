@@ -89,6 +89,22 @@ def make_reader(config: KafkaConfig, *, max_records: int) -> AIOKafkaConsumer:
     )
 
 
+def make_feedback_consumer(config: KafkaConfig, *, group_id: str, max_records: int) -> AIOKafkaConsumer:
+    """A consumer assigned by hand whose offsets are kept under ``group_id`` (operator feedback).
+
+    It never joins the group (no subscription), so it cannot disturb the
+    daemon's own assignment; the caller seeks every partition it assigns.
+    """
+    return AIOKafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+        **connection_kwargs(config),
+    )
+
+
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
 
 
@@ -151,6 +167,19 @@ async def ensure_state_topic(config: KafkaConfig, topic: str, partitions: int) -
             count differs from ``partitions``.
         BrokerError: The cluster could not be reached.
     """
+    await ensure_copartitioned_topic(config, topic, partitions, compacted=True,
+                                     why="state partition p holds the devices of input partition p")
+
+
+async def ensure_copartitioned_topic(config: KafkaConfig, topic: str, partitions: int, *, compacted: bool,
+                                     why: str) -> None:
+    """Create ``topic`` with the input topic's ``partitions`` partitions, or check the existing one.
+
+    Raises:
+        TopicSetupError: Missing and may not be created, or its partition
+            count differs from ``partitions`` (``why`` says why it must not).
+        BrokerError: The cluster could not be reached.
+    """
     admin = AIOKafkaAdminClient(**connection_kwargs(config))
     try:
         await admin.start()
@@ -160,19 +189,21 @@ async def ensure_state_topic(config: KafkaConfig, topic: str, partitions: int) -
         if topic not in set(await admin.list_topics()):
             if not config.create_topics:
                 raise TopicSetupError(topic, "does not exist and kafka.create_topics is false")
-            log.info("creating state topic %s (%d partitions, compacted)", topic, partitions)
+            log.info("creating topic %s (%d partitions%s)", topic, partitions,
+                     ", compacted" if compacted else "")
+            configs = {"cleanup.policy": "compact"} if compacted else {}
             try:
                 await admin.create_topics([NewTopic(topic, partitions, config.replication_factor,
-                                                    topic_configs={"cleanup.policy": "compact"})])
+                                                    topic_configs=configs)])
             except TopicAlreadyExistsError:
-                log.debug("state topic was created concurrently")
+                log.debug("topic %s was created concurrently", topic)
         described = await admin.describe_topics([topic])
         existing = len(described[0]["partitions"]) if described else 0
         if existing != partitions:
-            raise TopicSetupError(topic, f"has {existing} partitions; the input topic has {partitions} "
-                                         "(state partition p holds the devices of input partition p)")
+            raise TopicSetupError(topic,
+                                  f"has {existing} partitions; the input topic has {partitions} ({why})")
     except KafkaError as exc:
-        raise BrokerError(f"state topic setup failed: {exc}") from exc
+        raise BrokerError(f"setup of topic {topic} failed: {exc}") from exc
     finally:
         await admin.close()
 

@@ -31,9 +31,11 @@ from streamer.config import Config, log_effective_config
 from streamer.endpoints import Health, HealthServer
 from streamer.kafka.clients import (
     PartitionPauses,
+    ensure_copartitioned_topic,
     ensure_state_topic,
     ensure_topics,
     make_consumer,
+    make_feedback_consumer,
     make_producer,
     partition_count,
 )
@@ -43,6 +45,7 @@ from streamer.loop_guard import LoopGuard
 from streamer.metrics import Metrics
 from streamer.runtime.batches import Fetched
 from streamer.runtime.commits import CommitProtocol
+from streamer.runtime.feedback import FeedbackConsumer, FeedbackFollower, feedback_group
 from streamer.runtime.fetcher import Fetcher
 from streamer.runtime.ownership import PartitionOwnership
 from streamer.runtime.pauses import PauseMeter
@@ -78,6 +81,7 @@ class Engines:
     score_loop: ScoreLoop
     ownership: PartitionOwnership
     supervisor: Supervisor
+    feedback: FeedbackFollower | None
 
 
 class Application:
@@ -110,6 +114,7 @@ class Application:
         self._shutdown_deadline: float | None = None
         self._consumer: Any = None
         self._producer: Any = None
+        self._feedback_consumer: Any = None
         self.state: StateManager | None = None
         self.engines: Engines | None = None  # once the clients exist (build_engines)
         self.http: HealthServer | None = None
@@ -149,8 +154,15 @@ class Application:
             self._producer = make_producer(kafka)
             await self._producer.start()
             publisher = Publisher(self._producer, kafka.alert_topic, kafka.dead_letter_topic)
+            partitions = await partition_count(self._producer, kafka.input_topic)
+            if config.feedback.enabled:
+                await ensure_copartitioned_topic(
+                    kafka, kafka.feedback_topic, partitions, compacted=False,
+                    why="a device's feedback must be in the partition numbered like its readings'")
+                self._feedback_consumer = make_feedback_consumer(
+                    kafka, group_id=feedback_group(kafka.group_id), max_records=config.batching.max_batch)
+                await self._feedback_consumer.start()
             if config.state.enabled:
-                partitions = await partition_count(self._producer, kafka.input_topic)
                 await ensure_state_topic(kafka, kafka.state_topic_name(), partitions)
                 self.state = StateManager(self.pipeline, config, producer=self._producer,
                                           run=self.scorer.run_job, metrics=self.metrics)
@@ -158,7 +170,7 @@ class Application:
                          kafka.state_topic_name(), self.state.schema.row_bytes,
                          self.state.schema.fingerprint)
             self._consumer = make_consumer(kafka, max_records=config.batching.max_batch)
-            engines = self.build_engines(self._consumer, publisher)
+            engines = self.build_engines(self._consumer, publisher, self._feedback_consumer)
             # Subscribe after start: start() would otherwise wait for the first
             # assignment, unwatched, for as long as the group cannot be joined.
             await self._consumer.start()
@@ -174,15 +186,23 @@ class Application:
             await self._close()
         return self.exit_code
 
-    def build_engines(self, consumer: Consumer, sink: AlertSink) -> Engines:
+    def build_engines(self, consumer: Consumer, sink: AlertSink,
+                      feedback_consumer: FeedbackConsumer | None = None) -> Engines:
         """Wire the engines that need the clients to this application's pipeline, scorer and commits.
 
-        ``run`` calls it with the group consumer and the publisher; tests call
-        it with fakes of the seams, so they drive the same wiring.
+        ``run`` calls it with the group consumer, the publisher and (with
+        ``feedback.enabled``) the feedback consumer; tests call it with fakes
+        of the seams, so they drive the same wiring.
         """
         config, metrics = self.config, self.metrics
         self.commits.committer = consumer
         pauses = PartitionPauses(consumer)
+        feedback = None
+        if feedback_consumer is not None:
+            feedback = FeedbackFollower(feedback_consumer, config=config, pipeline=self.pipeline,
+                                        scorer=self.scorer, gate=self.commits, sink=sink, metrics=metrics,
+                                        snapshots=self.state is not None)
+            self.commits.round_watchers.append(feedback)
         score_loop = ScoreLoop(pipeline=self.pipeline, batcher=self.batcher, scorer=self.scorer,
                                commits=self.commits, sink=sink, decoder=self.decoder, metrics=metrics,
                                on_batch_taken=lambda: fetcher.apply_backpressure())
@@ -192,15 +212,16 @@ class Application:
         ownership = PartitionOwnership(
             consumer, config=config, pauses=pauses, commits=self.commits, scorer=self.scorer,
             state=self.state, registry=self.pipeline.registry, metrics=metrics, health=self.health,
-            wait_idle=score_loop.wait_idle, stopping=self._stop.is_set, report_pauses=fetcher.report_pauses)
+            wait_idle=score_loop.wait_idle, stopping=self._stop.is_set, report_pauses=fetcher.report_pauses,
+            feedback=feedback)
         supervisor = Supervisor(consumer, config=config, health=self.health, metrics=metrics,
                                 pipeline=self.pipeline, commits=self.commits, pauses=self.pauses)
-        self.engines = Engines(fetcher, score_loop, ownership, supervisor)
+        self.engines = Engines(fetcher, score_loop, ownership, supervisor, feedback)
         return self.engines
 
     async def _serve(self, engines: Engines) -> None:
-        fetcher, score_loop, ownership, supervisor = (engines.fetcher, engines.score_loop, engines.ownership,
-                                                      engines.supervisor)
+        fetcher, score_loop, ownership, supervisor, feedback = (
+            engines.fetcher, engines.score_loop, engines.ownership, engines.supervisor, engines.feedback)
         # The liveness clocks start now: joining the group is not a stall.
         self.health.contact()
         self.health.progressed()
@@ -218,6 +239,8 @@ class Application:
         ]
         if self.state is not None:
             helpers.append(asyncio.create_task(self._snapshot_loop(), name="snapshots"))
+        if feedback is not None:
+            helpers.append(asyncio.create_task(feedback.run(), name="feedback"))
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
             done, _ = await asyncio.wait({fetch, score, acks, watchdog, stop},
@@ -241,6 +264,8 @@ class Application:
                 self.exit_code = 1
             else:
                 # aiokafka calls no revoke listener on stop: hand the state over here.
+                if feedback is not None:
+                    await feedback.unfollow([tp.partition for tp in self.commits.active])
                 await self._bounded(self.snapshot(list(self.commits.active)), "final snapshot")
         finally:
             if self._shutdown_deadline is None:  # failed: the budget starts now
@@ -252,6 +277,8 @@ class Application:
             # Only finished work is ever marked finished, so committing it is
             # right even when a loop failed: less to replay for the next owner.
             await self._bounded(self.commits.commit(), "final commit")
+            if feedback is not None:
+                await self._bounded(feedback.commit(), "final feedback commit")
 
     async def _bounded(self, step: Awaitable[Any], what: str) -> None:
         """Await a shutdown step within what is left of the shutdown budget (brokers may be gone)."""
@@ -269,6 +296,9 @@ class Application:
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._bounded(self._consumer.stop(), "stopping the consumer")
+        if self._feedback_consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._bounded(self._feedback_consumer.stop(), "stopping the feedback consumer")
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._bounded(self._producer.stop(), "stopping the producer")

@@ -36,6 +36,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Collection, KeysView, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -54,6 +55,18 @@ log = logging.getLogger(__name__)
 # acknowledgements, or for the state topic, which takes one write at a time):
 # the next slice is taken meanwhile.
 SNAPSHOT_WRITES_IN_FLIGHT = 4
+
+
+class RoundWatcher(Protocol):
+    """Told when a snapshot round starts and when all of it is written (operator feedback's commits)."""
+
+    def round_started(self, partitions: Collection[int]) -> dict[int, int]:
+        """Called before the round lists its changed devices; returns what to hand back when written."""
+        ...
+
+    def round_written(self, applied: Mapping[int, int]) -> None:
+        """Every slice of the round was written: what :meth:`round_started` returned is covered."""
+        ...
 
 
 @dataclass
@@ -94,6 +107,7 @@ class CommitProtocol:
         self._round_lock = asyncio.Lock()
         self._urgent_rounds = 0
         self._hurry = asyncio.Event()  # set while an urgent round waits or runs: spread rounds stop pacing
+        self.round_watchers: list[RoundWatcher] = []
 
     # ------------------------------------------------------------- partitions
     @property
@@ -148,6 +162,12 @@ class CommitProtocol:
             except BaseException:
                 self._torn = True
                 raise
+
+    @contextlib.asynccontextmanager
+    async def between_batches(self) -> AsyncIterator[None]:
+        """Hold while device state is changed outside a batch (operator feedback): batches and slices wait."""
+        async with self._score_lock:
+            yield
 
     async def reserve(self) -> None:
         """Wait for room for one more unacknowledged batch (``batching.max_unacked_batches``)."""
@@ -274,8 +294,13 @@ class CommitProtocol:
         owned = {tp.partition for tp in partitions if tp in self._progress}
         if not owned:
             return
+        noted = [(watcher, watcher.round_started(owned)) for watcher in self.round_watchers]
         changed = await state.changed(owned)
-        if await self._snapshot_slices(partitions, state, scorer, changed, spread_s) and len(changed):
+        written = await self._snapshot_slices(partitions, state, scorer, changed, spread_s)
+        if written:
+            for watcher, applied in noted:
+                watcher.round_written(applied)
+        if written and len(changed):
             seconds = self.clock.monotonic() - started
             self.metrics.state_snapshot_round_seconds.observe(seconds)
             log.info("snapshot round: %d devices of %d partitions in %.2fs (%d per slice)",

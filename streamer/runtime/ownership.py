@@ -36,6 +36,7 @@ from streamer.kafka.clients import PartitionPauses, make_reader
 from streamer.logs import event
 from streamer.metrics import Metrics
 from streamer.runtime.commits import CommitProtocol
+from streamer.runtime.feedback import FeedbackFollower
 from streamer.runtime.fetcher import RESTORE
 from streamer.runtime.scorer import Scorer
 from streamer.runtime.seams import Consumer
@@ -60,8 +61,11 @@ class PartitionOwnership:
                  commits: CommitProtocol, scorer: Scorer, state: StateManager | None,
                  registry: DeviceRegistry, metrics: Metrics, health: Health,
                  wait_idle: Callable[[], Awaitable[None]], stopping: Callable[[], bool],
-                 report_pauses: Callable[[], None]) -> None:
-        """``wait_idle`` waits until queued work is finished; ``stopping`` says whether shutdown began."""
+                 report_pauses: Callable[[], None], feedback: FeedbackFollower | None = None) -> None:
+        """``wait_idle`` waits until queued work is finished; ``stopping`` says whether shutdown began.
+
+        ``feedback`` follows the feedback partitions of the active input partitions.
+        """
         self.consumer = consumer
         self.config = config
         self.pauses = pauses
@@ -74,6 +78,7 @@ class PartitionOwnership:
         self.wait_idle = wait_idle
         self.stopping = stopping
         self.report_pauses = report_pauses
+        self.feedback = feedback
         self._suspended: dict[TopicPartition, int | None] = {}  # revoked, state kept at this offset
         self._takeover: asyncio.Task[None] | None = None
 
@@ -99,9 +104,15 @@ class PartitionOwnership:
             log.warning("revoke: queued work not finished within %.1fs; it will be replayed", budget,
                         extra=event("replay_pending"))
         commits = self.commits
+        numbers = [tp.partition for tp in revoked]
+        if self.feedback is not None:
+            await self.feedback.unfollow(numbers)
         if drained:
             await commits.snapshot(revoked, self.state, self.scorer)
         await commits.commit(list(revoked))
+        if self.feedback is not None:
+            await self.feedback.commit(numbers)
+            self.feedback.forget(numbers)
         self.metrics.forget_partitions(tp.partition for tp in revoked)
         self.pauses.forget(revoked)
         restoring: list[int] = []
@@ -200,6 +211,8 @@ class PartitionOwnership:
     def _activate(self, tp: TopicPartition, committed: int | None) -> None:
         """State of ``tp`` is in place as of ``committed``: score, snapshot and commit it again."""
         self.commits.activate(tp, committed)
+        if self.feedback is not None:
+            self.feedback.follow(tp.partition)
         # Still paused while backpressure holds every partition.
         self.pauses.resume([tp], RESTORE)
         self.report_pauses()

@@ -126,6 +126,8 @@ class ScoreLoop:
         for _, letter in batch.letters:
             m.rejected.labels(letter.reason).inc()
         acked = time.time()
+        for reason, count in result.suppressed.items():
+            m.suppressed.labels(reason).inc(count)
         for alert in result.alerts:
             m.alerts.labels(alert.event, alert.method).inc()
             if alert.event == "open":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,8 @@ from streamer.codec import (
     encode_dead_letter,
 )
 from streamer.config import ReadingsConfig
+from streamer.feedback.messages import Feedback, FeedbackRejection, encode_feedback, feedback_key, parse_feedback
+from streamer.vocabulary import FEEDBACK_REJECTION_REASONS
 from tests.fakes import FakeRecord
 
 
@@ -70,6 +73,43 @@ def test_alert_matches_schema() -> None:
 
 def test_dead_letter_matches_schema_and_lists_every_reason() -> None:
     schema = _schema("dead_letter")
-    assert schema["properties"]["reason"]["enum"] == list(REASONS)
+    assert schema["properties"]["reason"]["enum"] == list(dict.fromkeys([*REASONS, *FEEDBACK_REJECTION_REASONS]))
     letter = dead_letter(FakeRecord(b"\xff{not json"), Rejection(0, "malformed_json", "bad"), 5)
     jsonschema.validate(json.loads(encode_dead_letter(letter)), schema)
+
+
+ALERT_ID = "55ee746e-bf48-57ad-90b6-4e27698229ad"
+DEVICE_PATTERN = re.compile(ReadingsConfig().device_id_pattern)
+
+
+@pytest.mark.parametrize("message", [
+    Feedback(kind="false_alarm", device_id="pump-17", alert_id=ALERT_ID, reason="valve test", author="ana"),
+    Feedback(kind="confirmed", device_id="pump-17", alert_id=ALERT_ID, feedback_id="f-1", ts=1700000000000),
+    Feedback(kind="missed", device_id="pump-17", start_ts=1, end_ts=2, channel="value"),
+    Feedback(kind="new_normal", device_id="pump-17", from_ts=1700000000000),
+    Feedback(kind="mute", device_pattern="pump-*", until_ts=1700000000000, reason="maintenance"),
+    Feedback(kind="unmute", device_id="pump-17"),
+])
+def test_valid_feedback_matches_schema_and_parses(message: Feedback) -> None:
+    data = encode_feedback(message)
+    jsonschema.validate(json.loads(data), _schema("feedback"))
+    assert parse_feedback(FakeRecord(data, feedback_key(message)), DEVICE_PATTERN) == message
+
+
+@pytest.mark.parametrize("payload", [
+    {"kind": "false_alarm", "device_id": "pump-17"},  # no alert_id
+    {"kind": "missed", "device_id": "pump-17", "start_ts": 5},  # no end_ts
+    {"kind": "mute", "device_id": "pump-17"},  # no until_ts
+    {"kind": "new_normal", "device_pattern": "pump-*"},  # a pattern only mutes
+    {"kind": "unmute"},  # no device
+    {"kind": "unmute", "device_id": "pump-17", "device_pattern": "pump-*"},
+    {"kind": "explode", "device_id": "pump-17"},
+    {"kind": "unmute", "device_id": "pump-17", "extra": 1},
+    {"kind": "mute", "device_id": "pump-17", "until_ts": -5},
+])
+def test_invalid_feedback_fails_schema_and_is_rejected(payload: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, _schema("feedback"))
+    outcome = parse_feedback(FakeRecord(json.dumps(payload).encode(), None), DEVICE_PATTERN)
+    assert isinstance(outcome, FeedbackRejection)
+    assert outcome.reason == "invalid_feedback"

@@ -66,6 +66,7 @@ def bench_config(base: Config, broker: Broker, *, run: str, partitions: int) -> 
         input_topic=f"bench-{run}-readings",
         alert_topic=f"bench-{run}-alerts",
         dead_letter_topic=f"bench-{run}-dlq",
+        feedback_topic=f"bench-{run}-feedback",
         state_topic=None,
         create_topics=True,
         topic_partitions=partitions,

@@ -47,6 +47,7 @@ def chaos_config(config: Config, bootstrap: str, plan: ChaosPlan) -> Config:
         input_topic=f"chaos-{run}-readings",
         alert_topic=f"chaos-{run}-alerts",
         dead_letter_topic=f"chaos-{run}-dlq",
+        feedback_topic=f"chaos-{run}-feedback",
         state_topic=None,
         group_instance_id=None,
         create_topics=True,
