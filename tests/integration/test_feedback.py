@@ -1,0 +1,193 @@
+"""Operator feedback on the real broker: it changes the next decisions of the device it names, and no other.
+
+One daemon (in process) scores a fleet; feedback is written to the feedback
+topic as any Kafka client would. A mute and a false alarm change what the
+named device alerts next, and not its neighbours'; duplicate and hostile
+messages are counted and dead-lettered; after a restart the new daemon
+restores the adjustments with the devices' state and applies nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+
+import msgspec
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamer.codec import Alert, decode_alert, encode_reading
+from streamer.config import Config, FeedbackConfig, RecordGateConfig
+from streamer.feedback.messages import encode_feedback, feedback_key, new_feedback
+from streamer.metrics import Metrics
+from streamer.runtime.application import Application
+
+pytestmark = pytest.mark.integration
+
+DEVICES = [f"fb-{i:02d}" for i in range(6)]
+WARMUP = 20
+BASE_TS = 1_700_000_000_000
+INTERVAL_MS = 100
+SPIKE = 8.0  # far above the noise, yet a finite surprise (a score below 1)
+
+
+def value(device: int, step: int) -> float:
+    rng = np.random.default_rng(device * 100_003 + step)
+    return float(10.0 + device + np.sin(step / 5.0 + device) + 0.05 * rng.standard_normal())
+
+
+async def produce(config: Config, steps: range, spikes: dict[tuple[str, int], float] | None = None) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for step in steps:
+            for d, device_id in enumerate(DEVICES):
+                reading = value(d, step) + (spikes or {}).get((device_id, step), 0.0)
+                futures.append(await producer.send(
+                    config.kafka.input_topic, key=device_id.encode(),
+                    value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+async def send_feedback(config: Config, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for key, data in records:
+            await producer.send_and_wait(config.kafka.feedback_topic, data, key=key)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(config: Config, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list[bytes] = []
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 1.5:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(record.value for record in records if record.value is not None)
+                idle_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def alerts_of(config: Config) -> list[Alert]:
+    return [decode_alert(value) for value in await read_topic(config, config.kafka.alert_topic)]
+
+
+def total(daemon: Application, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(sample.value for family in daemon.metrics.registry.collect() for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+async def until(condition: Callable[[], bool], timeout_s: float, message: str, task: asyncio.Task[int]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert not task.done(), f"{message}: daemon exited with {task.result()}"
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(message)
+
+
+def handled(daemon: Application) -> float:
+    return sum(total(daemon, f"streamer_readings_{what}_total") for what in ("scored", "warmup", "rejected"))
+
+
+def opened(alerts: list[Alert], first_step: int) -> set[str]:
+    return {a.device_id for a in alerts if a.event == "open" and a.ts >= BASE_TS + first_step * INTERVAL_MS}
+
+
+async def test_feedback_changes_the_named_devices_decisions_and_survives_a_restart(
+    config_factory: Callable[..., Config],
+) -> None:
+    config = config_factory(
+        thresholds={"warmup": WARMUP, "record_gate": RecordGateConfig(enabled=False)},
+        # Any false alarm's bar may rise as high as needed: the spikes repeat at one size.
+        feedback=msgspec.structs.asdict(FeedbackConfig(margin=1.0, max_factor=1e9)),
+        alerts={"resolve_after": 5},
+        state={"snapshot_interval_s": 1.0},
+        metrics={"enabled": False},
+    )
+    muted, answered, neighbour = DEVICES[1], DEVICES[2], DEVICES[4]
+    produced = 0
+
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    try:
+        produced += await produce(config, range(0, 60))
+        await until(lambda: handled(daemon) >= produced, 60, "warm-up not scored", task)
+        # A false alarm on one device; a mute of another.
+        produced += await produce(config, range(60, 80), {(answered, 65): SPIKE})
+        await until(lambda: handled(daemon) >= produced, 30, "spike not scored", task)
+        await asyncio.sleep(0.5)
+        (alert,) = [a for a in await alerts_of(config) if a.device_id == answered and a.event == "open"]
+        false_alarm = new_feedback("false_alarm", device_id=answered, alert_id=alert.alert_id, author="test")
+        mute = new_feedback("mute", device_id=muted, until_ts=BASE_TS + 10**9, reason="maintenance")
+        hostile: list[tuple[bytes | None, bytes]] = [
+            (muted.encode(), b"{not json"),
+            (b"nobody", encode_feedback(new_feedback("unmute", device_id="nobody"))),
+            (answered.encode(), encode_feedback(new_feedback(
+                "false_alarm", device_id=answered, alert_id="55ee746e-bf48-57ad-90b6-4e27698229ad"))),
+            (b"someone-else", encode_feedback(new_feedback("unmute", device_id=muted))),
+        ]
+        duplicate = (feedback_key(false_alarm), encode_feedback(false_alarm))
+        await send_feedback(config, [duplicate, (feedback_key(mute), encode_feedback(mute)), duplicate,
+                                     *hostile])
+        await until(lambda: total(daemon, "streamer_feedback_applied_total") == 2
+                    and total(daemon, "streamer_feedback_rejected_total") == 5, 30, "feedback not applied", task)
+        assert total(daemon, "streamer_feedback_applied_total", kind="false_alarm") == 1
+        assert total(daemon, "streamer_feedback_applied_total", kind="mute") == 1
+        rejected = {reason: total(daemon, "streamer_feedback_rejected_total", reason=reason)
+                    for reason in ("duplicate_feedback", "malformed_json", "unknown_device", "unknown_alert",
+                                   "key_mismatch")}
+        assert rejected == dict.fromkeys(rejected, 1.0)
+
+        # The same spike on the answered, the muted and a neighbouring device: only the neighbour alerts.
+        spikes = {(answered, 85): SPIKE, (muted, 85): SPIKE, (neighbour, 85): SPIKE}
+        produced += await produce(config, range(80, 100), spikes)
+        await until(lambda: handled(daemon) >= produced, 30, "second spikes not scored", task)
+        await asyncio.sleep(0.5)
+        assert opened(await alerts_of(config), 80) == {neighbour}
+        assert total(daemon, "streamer_suppressed_flags_total", reason="mute") >= 1
+        assert total(daemon, "streamer_suppressed_flags_total", reason="feedback") >= 1
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+    letters = [json.loads(value) for value in await read_topic(config, config.kafka.dead_letter_topic)]
+    feedback_letters = [letter for letter in letters if letter["source_topic"] == config.kafka.feedback_topic]
+    assert sorted(letter["reason"] for letter in feedback_letters) == sorted(rejected)
+
+    # A new daemon restores the devices with their adjustments, and applies no feedback again.
+    restarted = Application(config, metrics=Metrics())
+    task = asyncio.create_task(restarted.run())
+    try:
+        await until(lambda: total(restarted, "streamer_state_restored_devices_total", outcome="restored")
+                    == len(DEVICES), 60, "devices not restored", task)
+        spikes = {(answered, 105): SPIKE, (muted, 105): SPIKE, (neighbour, 105): SPIKE}
+        produced_now = await produce(config, range(100, 120), spikes)
+        await until(lambda: handled(restarted) >= produced_now, 30, "spikes after the restart not scored", task)
+        await asyncio.sleep(0.5)
+        assert opened(await alerts_of(config), 100) == {neighbour}
+        await asyncio.sleep(1.0)  # time for the follower to read anything left uncommitted
+        assert total(restarted, "streamer_feedback_applied_total") == 0
+        assert total(restarted, "streamer_feedback_rejected_total") == 0
+    finally:
+        restarted.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
