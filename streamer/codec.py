@@ -54,8 +54,24 @@ class WireReading(msgspec.Struct, frozen=True):
     values: dict[str, float] | None = None
 
 
+class Driver(msgspec.Struct, frozen=True, kw_only=True):
+    """One channel behind an alert: its reading, forecast and share of the row's score."""
+
+    channel: str
+    # None where not finite (JSON has no NaN).
+    actual: float | None
+    forecast: float | None
+    residual: float | None
+    score: float  # the channel's own score in [0, 1]
+    share: float  # score / the sum of every channel's score in the row
+
+
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
-    """An alert event as published to the alert topic (keyed by device id)."""
+    """An alert event as published to the alert topic (keyed by device id).
+
+    Schema version 2 added ``drivers``; a version 1 alert (without it) still
+    decodes, with no drivers.
+    """
 
     alert_id: str
     event: Literal["open", "update", "resolve"]
@@ -75,7 +91,10 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     processing_ms: float  # fetch of the reading -> decision
     latency_ms: float  # event time -> alert handed to the producer
-    schema_version: int = 1
+    # The channels with a score above 0, highest share first (at most
+    # streamer.alerts.events.MAX_DRIVERS); the first is ``channel``.
+    drivers: tuple[Driver, ...] = ()
+    schema_version: int = 2
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):

@@ -5,6 +5,14 @@ or resolved, with the round's decision and forecast (:class:`RoundChanges`);
 after the batch is timed, :func:`build_alerts` turns them into
 :class:`~streamer.codec.Alert` messages, ordered by event time. This is the
 one place an alert is built.
+
+An alert explains itself with ``drivers``: the channels whose score
+(:attr:`~streamer.thresholds.result.ThresholdResult.channel_scores`) is above
+0, each with its reading, forecast, residual, score and share of the sum of
+the row's channel scores, highest share first (ties: the alert's own channel,
+then channel order). At most :data:`MAX_DRIVERS` are listed, so the shares of
+a device with more contributing channels sum to less than 1. A row whose
+channels all score 0 lists the alert's channel alone, with share 1.
 """
 
 from __future__ import annotations
@@ -17,11 +25,15 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.alerts.episodes import alert_id
-from streamer.codec import Alert, ReadingBatch
+from streamer.codec import Alert, Driver, ReadingBatch
 from streamer.thresholds.result import ThresholdResult
 
 IndexArray = npt.NDArray[np.intp]
 AlertEvent = Literal["open", "update", "resolve"]
+
+# Channels an alert lists as its drivers: enough to explain a fault, while an
+# alert of a device with hundreds of channels stays a small message.
+MAX_DRIVERS = 5
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ def _alert(kind: AlertEvent, batch: ReadingBatch, change: RoundChanges, pick: in
     predicted = float(change.forecast[pick, channel])
     start = int(change.episode_start[pick])
     ts = int(batch.ts_ms[row])
+    drivers = _drivers(source.channels, channel, decision.channel_scores[pick].tolist(),
+                       batch.values[row].tolist(), change.forecast[pick].tolist())
     return Alert(
         alert_id=alert_id(device_id, start, source.model_version),
         event=kind,
@@ -86,6 +100,33 @@ def _alert(kind: AlertEvent, batch: ReadingBatch, change: RoundChanges, pick: in
         model_version=source.model_version,
         processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
         latency_ms=round(decided_at * 1000.0 - ts, 3),
+        drivers=drivers,
+    )
+
+
+def _drivers(names: Sequence[str], picked: int, scores: list[float], actual: list[float],
+             forecast: list[float]) -> tuple[Driver, ...]:
+    """The channels behind one row's score, highest share first (see the module docstring).
+
+    >>> [(d.channel, d.share) for d in _drivers(["a", "b", "c"], 1, [0.25, 0.75, 0.0],
+    ...                                          [1.0, 2.0, 3.0], [1.0, 1.5, 3.0])]
+    [('b', 0.75), ('a', 0.25)]
+    >>> [(d.channel, d.share) for d in _drivers(["a", "b"], 1, [0.0, 0.0], [1.0, 2.0], [1.0, 2.0])]
+    [('b', 1.0)]
+    """
+    total = sum(score for score in scores if score > 0)
+    if total > 0:
+        ranked = sorted((c for c, score in enumerate(scores) if score > 0),
+                        key=lambda c: (-scores[c], c != picked, c))[:MAX_DRIVERS]
+        shares = [scores[c] / total for c in ranked]
+    else:
+        ranked, shares = [picked], [1.0]
+    return tuple(
+        Driver(channel=names[c], actual=_finite_or_none(actual[c]), forecast=_finite_or_none(forecast[c]),
+               residual=_finite_or_none(actual[c] - forecast[c]),
+               score=scores[c] if scores[c] > 0 else 0.0,  # NaN: not judged
+               share=share)
+        for c, share in zip(ranked, shares, strict=True)
     )
 
 

@@ -383,6 +383,8 @@ class DynamicThreshold:
         channel = np.zeros(total, dtype=np.intp)
         smoothed_out = np.full(total, np.nan)
         threshold = np.full(total, np.nan)
+        # Each channel's score, with several channels (one channel: the row score itself).
+        per_channel: Float64Array | None = None
         rows = np.flatnonzero(valid)
         if rows.size:
             device = slots[rows]
@@ -412,13 +414,26 @@ class DynamicThreshold:
                 flagged[picked], score[picked], channel[picked] = verdict[0], verdict[1], verdict[2]
                 smoothed_out[picked] = x[live][np.arange(len(picked)), verdict[2]]
                 threshold[picked] = verdict[3]
+                if self.channels > 1:
+                    per_channel = verdict[4]
+                    if len(picked) < total:  # usually every row is live: no scatter
+                        per_channel = np.zeros((total, self.channels))
+                        per_channel[picked] = verdict[4]
         judged = scored & valid
+        score = np.where(judged, score, 0.0)
+        if self.channels == 1:
+            channel_scores = score[:, None]  # a view: one channel's score is the row's
+        elif per_channel is None:
+            channel_scores = np.zeros((total, self.channels))  # nothing judged yet
+        else:
+            channel_scores = np.where(judged[:, None], per_channel, 0.0)
         return ThresholdResult(
-            score=np.where(judged, score, 0.0),
+            score=score,
             anomalous=judged & flagged,
             channel=channel,
             smoothed=smoothed_out,
             threshold=threshold,
+            channel_scores=channel_scores,
         )
 
     def _side_values(self, x: Float64Array, mu: Float64Array) -> Float64Array:
@@ -464,8 +479,8 @@ class DynamicThreshold:
 
     def _decide(
         self, device: IndexArray, x: Float64Array
-    ) -> tuple[BoolArray, Float64Array, IndexArray, Float64Array]:
-        """Flag, score, worst channel and its bound (in smoothed-error units)."""
+    ) -> tuple[BoolArray, Float64Array, IndexArray, Float64Array, Float64Array]:
+        """Flag, score, worst channel, its bound (in smoothed-error units) and every channel's score."""
         table = self.table
         mu = table["dyn_mu"][device]
         sigma = table["dyn_sigma"][device]
@@ -481,4 +496,4 @@ class DynamicThreshold:
         # The low side's epsilon is on 2*mu - x; give the bound on x itself.
         bound = np.where(side == 1, 2.0 * mu[take, worst] - bound, bound)
         flagged: BoolArray = np.any(side_flag, axis=(1, 2))
-        return flagged, per_channel[take, worst], worst, bound
+        return flagged, per_channel[take, worst], worst, bound, per_channel

@@ -110,11 +110,40 @@ def raw_score(z: Float64Array) -> tuple[Float64Array, npt.NDArray[np.intp]]:
     >>> score.round(4).tolist(), channel.tolist()
     ([0.4661, 1.0], [1, 1])
     """
-    per_channel: Float64Array = erf(np.abs(z) / _SQRT2)
-    channel = np.argmax(per_channel, axis=1)
-    worst = per_channel[np.arange(len(z)), channel]
-    score: Float64Array = worst ** z.shape[1]
+    score, channel, _ = _worst_channel(erf(np.abs(z) / _SQRT2))
     return score, channel
+
+
+def _worst_channel(per_channel: Float64Array) -> tuple[Float64Array, npt.NDArray[np.intp], Float64Array]:
+    """:func:`raw_score` from each channel's ``erf(|z| / sqrt(2))``, and the worst channel's value."""
+    channel = np.argmax(per_channel, axis=1)
+    worst = per_channel[np.arange(len(per_channel)), channel]
+    score: Float64Array = worst ** per_channel.shape[1]
+    return score, channel, worst
+
+
+def channel_weights(per_channel: Float64Array, worst: Float64Array) -> Float64Array:
+    """Each channel's surprise relative to the most surprising channel's (the raw score's).
+
+    ``per_channel`` is each channel's ``u = erf(|z| / sqrt(2))`` and ``worst``
+    the largest ``u`` of each row; a channel's surprise
+    ``-ln(1 - u)`` is the evidence the residual gives (``1 - u`` is its
+    two-sided Gaussian tail probability), which adds up over independent
+    channels. A calm channel (typically ``|z| = 0.67``: 0.69 nats) weighs
+    little beside one at ``|z| = 5`` (14.4 nats). Channels that tie with the
+    most surprising one (all at 0, or all beyond erf's saturation at
+    ``|z| = 8.3``) weigh 1.
+
+    >>> u = np.array([[0.5, 0.999, 0.9], [0.0, 0.0, 0.0], [1.0, 1.0, 0.5]])
+    >>> channel_weights(u, np.array([0.999, 0.0, 1.0])).round(3).tolist()
+    [[0.1, 1.0, 0.333], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # The worst channel is given: a max over a short axis costs more than all the rest.
+        ratio = np.log1p(-per_channel) / np.log1p(-worst)[:, None]
+        # 0/0 and inf/inf (ties with the worst channel) are NaN, which fmin turns into 1.
+        result: Float64Array = np.fmin(ratio, 1.0)
+    return result
 
 
 def yellow_level(threshold: float) -> float:
@@ -360,7 +389,8 @@ class AnomalyLikelihood:
         count = t["lik_res_count"][slots]
         safe_residual = np.where(valid[:, None], residual, 0.0)
         z = (safe_residual - mean) / np.sqrt(np.maximum(var, self.min_var))
-        raw, channel = raw_score(z)
+        per_channel = erf(np.abs(z) / _SQRT2)
+        raw, channel, worst = _worst_channel(per_channel)
         active = usable & (count >= MIN_RESIDUAL_SAMPLES)
         if self.pattern is not None:
             if values is None:
@@ -392,12 +422,16 @@ class AnomalyLikelihood:
         t["lik_res_var"][rows] = ((1.0 - weight) * (var + weight * diff * diff))[learn]
         t["lik_res_count"][rows] = count[learn] + 1
         score = step.score
+        # Each channel gets the row's score in proportion to its own surprise.
+        judged = np.where(usable, score, 0.0)[:, None]
+        channel_scores = judged if z.shape[1] == 1 else judged * channel_weights(per_channel, worst)
         return ThresholdResult(
             score=score,
             anomalous=anomalous,
             channel=channel,
             smoothed=step.average,
             threshold=step.bound,
+            channel_scores=channel_scores,
         )
 
 

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from streamer.config import RangeNoveltyConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.result import ThresholdResult
+from streamer.thresholds.result import ThresholdResult, override_channel
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]
@@ -154,10 +154,12 @@ def apply_novelty(novelty: RangeNovelty, slots: IndexArray, values: Float64Array
     if not novel.any():
         return decision
     shown = novelty.report(slots, novel)
+    score = np.where(shown, NOVEL_SCORE, decision.score)
     return ThresholdResult(
-        score=np.where(shown, NOVEL_SCORE, decision.score),
+        score=score,
         anomalous=decision.anomalous | novel,
         channel=np.where(novel, channel, decision.channel),
         smoothed=decision.smoothed,
         threshold=decision.threshold,
+        channel_scores=override_channel(decision.channel_scores, novel, channel, score),
     )

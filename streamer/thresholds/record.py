@@ -131,10 +131,13 @@ def apply_record_gate(record: ResidualRecord, slots: IndexArray, residual: Float
     """
     taught = np.where(scored[:, None], np.asarray(residual, np.float64), np.nan)
     is_record = record.update(slots, taught, decision.channel)
+    # Every channel is held to the same ceiling, so the flagged one stays the highest.
+    channel_scores = decision.channel_scores
     return ThresholdResult(
         score=np.where(is_record, decision.score, np.minimum(decision.score, HELD_SCORE)),
         anomalous=decision.anomalous & (is_record | episode_open),
         channel=decision.channel,
         smoothed=decision.smoothed,
         threshold=decision.threshold,
+        channel_scores=np.where(is_record[:, None], channel_scores, np.minimum(channel_scores, HELD_SCORE)),
     )

@@ -44,7 +44,7 @@ import numpy.typing as npt
 
 from streamer.config import StuckConfig
 from streamer.state.slot_table import SlotTable
-from streamer.thresholds.result import ThresholdResult
+from streamer.thresholds.result import ThresholdResult, override_channel
 
 IndexArray = npt.NDArray[np.intp]
 Float64Array = npt.NDArray[np.float64]
@@ -164,10 +164,12 @@ def apply_stuck(stuck: StuckSensor, slots: IndexArray, values: Float64Array, sco
     flagged, newly, channel = stuck.update(slots, values, scored)
     if not flagged.any():
         return decision
+    score = np.where(newly, STUCK_SCORE, decision.score)
     return ThresholdResult(
-        score=np.where(newly, STUCK_SCORE, decision.score),
+        score=score,
         anomalous=decision.anomalous | flagged,
         channel=np.where(flagged, channel, decision.channel),
         smoothed=decision.smoothed,
         threshold=decision.threshold,
+        channel_scores=override_channel(decision.channel_scores, flagged, channel, score),
     )

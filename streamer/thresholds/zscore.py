@@ -118,23 +118,27 @@ class RollingZScore:
         table["thr_smoothed"][slots[valid]] = smoothed[valid]
 
         scores = tail_score(z)
+        judged = (scored & valid)[:, None]
         if residual.shape[1] == 1:
             # One channel (the usual case): column views instead of a fancy-indexed pick per array.
             channel: IndexArray = np.zeros(len(slots), dtype=np.intp)
-            picked = (z[:, 0], mean[:, 0], std[:, 0], scores[:, 0], smoothed[:, 0])
+            channel_scores = np.where(judged, scores, 0.0)
+            picked = (z[:, 0], mean[:, 0], std[:, 0], channel_scores[:, 0], smoothed[:, 0])
         else:
             scores[~valid] = 0.0
             channel = np.argmax(scores, axis=1)
+            channel_scores = np.where(judged, scores, 0.0)
             take = np.arange(len(slots))
-            picked = (z[take, channel], mean[take, channel], std[take, channel], scores[take, channel],
-                      smoothed[take, channel])
+            picked = (z[take, channel], mean[take, channel], std[take, channel],
+                      channel_scores[take, channel], smoothed[take, channel])
         z_at, mean_at, std_at, score_at, smoothed_at = picked
         return ThresholdResult(
-            score=np.where(scored & valid, score_at, 0.0),
+            score=score_at,
             anomalous=anomalous,
             channel=channel,
             smoothed=smoothed_at,
             threshold=mean_at + np.sign(z_at) * self.z * std_at,
+            channel_scores=channel_scores,
         )
 
     def _range_floor(self, slots: IndexArray, values: Float64Array, floor: Float64Array) -> Float64Array:

@@ -234,6 +234,8 @@ def test_alerts_are_keyed_by_device_and_carry_the_decision(scenario: Scenario) -
         assert alert.residual == pytest.approx(alert.actual - alert.forecast)
         assert alert.method == "zscore"
         assert alert.model_version.startswith("lstm-")  # the shipped bundle is the default
+        assert alert.schema_version == 2
+        assert alert.drivers[0].channel == alert.channel and alert.drivers[0].score == alert.score
 
 
 def test_kcat_reads_the_alert_topic(scenario: Scenario, kcat: list[str]) -> None:
@@ -249,6 +251,7 @@ def test_kcat_reads_the_alert_topic(scenario: Scenario, kcat: list[str]) -> None
             key, _, value = line.partition("\t")
             alert = json.loads(value)
             assert key == alert["device_id"]
+            assert alert["drivers"][0]["channel"] == alert["channel"]
             alert_ids.add(alert["alert_id"])
     assert alert_ids == {a.alert_id for a in scenario.alerts}
 

@@ -9,6 +9,7 @@ from streamer.codec import (
     REASONS,
     Alert,
     DecodedBatch,
+    Driver,
     ReadingBatch,
     ReadingDecoder,
     dead_letter,
@@ -229,7 +230,10 @@ def test_alert_round_trip() -> None:
                   processing_ms=1.5, latency_ms=2.5)
     data = encode_alert(alert)
     assert decode_alert(data) == alert
-    assert msgspec.json.decode(data)["schema_version"] == 1
+    assert msgspec.json.decode(data)["schema_version"] == 2
+    explained = msgspec.structs.replace(alert, drivers=(
+        Driver(channel="value", actual=9.5, forecast=1.25, residual=8.25, score=0.999, share=1.0),))
+    assert decode_alert(encode_alert(explained)) == explained
 
 
 def test_encode_reading_decodes_back() -> None:

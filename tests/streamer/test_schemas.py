@@ -13,9 +13,11 @@ import pytest
 from streamer.codec import (
     REASONS,
     Alert,
+    Driver,
     ReadingDecoder,
     Rejection,
     dead_letter,
+    decode_alert,
     encode_alert,
     encode_dead_letter,
 )
@@ -63,12 +65,47 @@ def test_invalid_readings_fail_schema_and_are_rejected(payload: dict[str, Any]) 
     assert len(decoded.rejections) == 1
 
 
+def _alert(*drivers: Driver) -> Alert:
+    return Alert(alert_id="55ee746e-bf48-57ad-90b6-4e27698229ad", event="open", device_id="pump-17",
+                 ts=1700000000000, episode_start_ts=1700000000000, channel="temp", actual=9.0,
+                 forecast=1.0, residual=8.0, smoothed_residual=6.0, threshold=4.0, score=0.99,
+                 method="zscore", model_version="baseline-abc", processing_ms=1.2, latency_ms=20.5,
+                 drivers=drivers)
+
+
+TEMP = Driver(channel="temp", actual=9.0, forecast=1.0, residual=8.0, score=0.99, share=0.9)
+FLOW = Driver(channel="flow", actual=2.0, forecast=None, residual=None, score=0.11, share=0.1)
+
+
 def test_alert_matches_schema() -> None:
-    alert = Alert(alert_id="55ee746e-bf48-57ad-90b6-4e27698229ad", event="open", device_id="pump-17",
-                  ts=1700000000000, episode_start_ts=1700000000000, channel="value", actual=9.0,
-                  forecast=1.0, residual=8.0, smoothed_residual=6.0, threshold=4.0, score=0.99,
-                  method="zscore", model_version="baseline-abc", processing_ms=1.2, latency_ms=20.5)
-    jsonschema.validate(json.loads(encode_alert(alert)), _schema("alert"))
+    document = json.loads(encode_alert(_alert(TEMP, FLOW)))
+    jsonschema.validate(document, _schema("alert"))
+    assert document["schema_version"] == 2
+    assert document["drivers"][1] == {"channel": "flow", "actual": 2.0, "forecast": None, "residual": None,
+                                      "score": 0.11, "share": 0.1}
+
+
+@pytest.mark.parametrize("change", [
+    {"drivers": None},  # a version 2 alert explains itself
+    {"drivers": []},  # at least the alert's channel
+    {"drivers": [{"channel": "temp", "actual": 9.0, "forecast": 1.0, "residual": 8.0, "score": 0.99}]},
+    {"drivers": [{"channel": "temp", "actual": 9.0, "forecast": 1.0, "residual": 8.0, "score": 0.99,
+                  "share": 1.0, "unit": "C"}]},
+    {"schema_version": 1},
+])
+def test_alerts_without_drivers_or_with_malformed_ones_fail_the_schema(change: dict[str, Any]) -> None:
+    document = {**json.loads(encode_alert(_alert(TEMP))), **change}
+    document = {key: value for key, value in document.items() if value is not None}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, _schema("alert"))
+
+
+def test_a_version_1_alert_still_decodes_with_no_drivers() -> None:
+    document = json.loads(encode_alert(_alert(TEMP)))
+    del document["drivers"]
+    document["schema_version"] = 1
+    alert = decode_alert(json.dumps(document).encode())
+    assert alert.drivers == () and alert.schema_version == 1
 
 
 def test_dead_letter_matches_schema_and_lists_every_reason() -> None:

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streamer.codec import Alert
+from streamer.codec import Alert, Driver
 from streamer.ground_truth import match
 from streamer.simulate import InjectedAnomaly
 
@@ -51,7 +51,8 @@ Verdict = Literal["ALL-DELIVERED", "MORE", "LESS"]
 AlertKey = tuple[str, str]  # (alert_id, event)
 
 WALL_CLOCK_FIELDS = frozenset({"processing_ms", "latency_ms"})
-FLOAT_FIELDS = frozenset({"actual", "forecast", "residual", "smoothed_residual", "threshold", "score"})
+FLOAT_FIELDS = frozenset({"actual", "forecast", "residual", "smoothed_residual", "threshold", "score",
+                          "share"})
 # Far above the ~1e-7 relative differences batching causes, far below any real divergence.
 FLOAT_REL_TOL = 1e-4
 FLOAT_ABS_TOL = 1e-6
@@ -125,8 +126,19 @@ def same_content(a: Alert, b: Alert) -> bool:
     >>> same_content(a, msgspec.structs.replace(a, threshold=0.6))
     False
     """
+    if not _same_fields(a, b, WALL_CLOCK_FIELDS | {"drivers"}):
+        return False
+    # Drivers by channel: two channels whose shares nearly tie may swap places.
+    first = {driver.channel: driver for driver in a.drivers}
+    second = {driver.channel: driver for driver in b.drivers}
+    return first.keys() == second.keys() and all(
+        _same_fields(driver, second[channel], frozenset()) for channel, driver in first.items())
+
+
+def _same_fields(a: Alert | Driver, b: Alert | Driver, skip: frozenset[str]) -> bool:
+    """Whether the fields of ``a`` and ``b`` not in ``skip`` agree, figures up to float rounding."""
     for name in a.__struct_fields__:
-        if name in WALL_CLOCK_FIELDS:
+        if name in skip:
             continue
         x, y = getattr(a, name), getattr(b, name)
         if name in FLOAT_FIELDS and x is not None and y is not None:

@@ -3,6 +3,7 @@ from collections.abc import Sequence
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -270,6 +271,13 @@ def test_multi_channel_alert_names_the_channel() -> None:
     assert len(opens) == 1
     assert opens[0].channel == "vibration"
     assert opens[0].actual == vibration[45]
+    # The explanation names vibration first, with its own figures and the largest share.
+    drivers = opens[0].drivers
+    assert drivers[0].channel == "vibration" and drivers[0].score == opens[0].score
+    assert (drivers[0].actual, drivers[0].forecast, drivers[0].residual) == (
+        opens[0].actual, opens[0].forecast, opens[0].residual)
+    assert drivers[0].share == max(d.share for d in drivers) > 0.5
+    assert sum(d.share for d in drivers) == pytest.approx(1.0)
 
 
 def test_alert_flagged_before_the_method_has_a_threshold_carries_null_and_decodes() -> None:
@@ -324,6 +332,8 @@ def test_a_stuck_channel_opens_one_episode_that_stays_open_while_it_is_stuck() -
     assert [i for i, _ in opens if i < 250] == [170]  # the 21st identical reading, once
     opened = opens[0][1]
     assert opened.channel == "vibration" and opened.score == 1.0
+    # The stuck channel, not the one the method scored highest, explains the alert.
+    assert opened.drivers[0].channel == "vibration" and opened.drivers[0].score == 1.0
     assert opened.episode_start_ts == START_MS + 170 * STEP_MS
     resolves = [i for i, a in events if a.event == "resolve"]
     assert resolves and resolves[0] >= 250  # open for as long as the sensor is stuck

@@ -182,3 +182,25 @@ def test_a_round_of_several_devices_equals_each_device_alone(unit: str) -> None:
         for slot in r.slots.tolist():
             step(r.rows(r.slots == slot))
     assert_same(state(together), state(alone))
+
+
+@pytest.mark.parametrize("channels", [1, CHANNELS])
+@pytest.mark.parametrize("method", ["zscore", "dynamic", "likelihood"])
+def test_channel_scores_explain_the_score(method: str, channels: int) -> None:
+    # Every method scores each channel; a judged row's score is that of its
+    # channel, the highest; a row that is not judged scores 0 on every channel.
+    config = msgspec.structs.replace(ThresholdsConfig(), method=method, warmup=0)
+    threshold = make_threshold(SlotTable(SLOTS), channels, config)
+    judged_scores = 0
+    for r in rounds(4):
+        result = threshold.update(r.slots, r.residual[:, :channels], r.scored, r.values[:, :channels])
+        judged = r.scored & np.isfinite(r.residual[:, :channels]).all(axis=1)
+        scores = result.channel_scores
+        assert scores.shape == (len(r.slots), channels) and scores.dtype == np.float64
+        assert ((scores >= 0) & (scores <= 1)).all()
+        assert (scores[~judged] == 0).all()
+        rows = np.flatnonzero(judged)
+        np.testing.assert_array_equal(result.score[rows], scores[rows, result.channel[rows]])
+        np.testing.assert_array_equal(scores[rows].max(axis=1), result.score[rows])
+        judged_scores += int(np.count_nonzero(scores[rows]))
+    assert judged_scores  # there was something to explain

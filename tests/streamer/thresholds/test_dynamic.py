@@ -157,6 +157,18 @@ def test_spike_after_calm_noise_is_flagged_at_once() -> None:
     assert spike.smoothed[0] > spike.threshold[0]
 
 
+def test_channel_scores_name_the_channel_that_spiked() -> None:
+    threshold = make(DynamicThresholdConfig(decision_interval=70), channels=3)
+    rng = np.random.default_rng(6)
+    for row in 0.1 * rng.standard_normal((1000, 3)):
+        threshold.update(np.array([0]), row.reshape(1, 3), np.array([True]))
+    spike = threshold.update(np.array([0]), np.array([[0.05, 0.1, 40.0]]), np.array([True]))
+    assert spike.anomalous.tolist() == [True] and spike.channel.tolist() == [2]
+    scores = spike.channel_scores[0]
+    assert scores[2] == spike.score[0] >= 0.5
+    assert scores[0] < 0.5 and scores[1] < 0.5  # calm channels, each scored on its own
+
+
 def test_calm_noise_is_rarely_flagged_with_the_published_defaults() -> None:
     devices = 20
     threshold = make(DynamicThresholdConfig(), capacity=devices)

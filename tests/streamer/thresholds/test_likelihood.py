@@ -5,7 +5,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
-from scipy.special import ndtri
+from scipy.special import erf, ndtri
 
 from streamer.config import LikelihoodConfig, ThresholdsConfig
 from streamer.state.slot_table import SlotTable
@@ -13,6 +13,7 @@ from streamer.thresholds.likelihood import (
     MIN_RESIDUAL_SAMPLES,
     QUANTUM,
     AnomalyLikelihood,
+    channel_weights,
     likelihood_of_scores,
     raw_score,
     yellow_level,
@@ -133,6 +134,32 @@ def test_sustained_shift_is_flagged_within_the_short_window() -> None:
     assert red.score[0] >= 0.9999
     assert red.smoothed[0] >= red.threshold[0]
     assert all(flags[first:])  # stays flagged while the shift lasts
+
+
+def test_channel_scores_share_the_score_by_each_channels_surprise() -> None:
+    threshold = make(channels=3)
+    feed(threshold, calm(1000, seed=3, channels=3))
+    shifted = calm(30, seed=4, channels=3)
+    shifted[:, 1] += 5.0
+    flagged = [r for r in feed(threshold, shifted) if r.anomalous[0]]
+    assert flagged
+    for result in flagged:
+        assert result.channel.tolist() == [1]
+        assert result.channel_scores[0, 1] == result.score[0] == result.channel_scores[0].max()
+    # Calm channels give a fraction of the shifted one's surprise (reading by reading).
+    shares = [r.channel_scores[0, 1] / r.channel_scores[0].sum() for r in flagged]
+    assert float(np.mean(shares)) > 0.7
+
+
+def test_channel_weights_are_surprise_relative_to_the_most_surprising_channel() -> None:
+    z = np.array([[0.0, 5.0, -2.0], [0.0, 0.0, 0.0], [9.0, 10.0, 1.0]])
+    per_channel = erf(np.abs(z) / np.sqrt(2.0))
+    weights = channel_weights(per_channel, per_channel.max(axis=1))
+    # Surprise -ln(2 * Phi(-|z|)): 14.37 nats at 5, 3.09 at 2.
+    np.testing.assert_allclose(weights[0], [0.0, 1.0, 3.09004 / 14.37185], rtol=1e-5)
+    assert weights[1].tolist() == [1.0, 1.0, 1.0]  # nothing tells the channels apart
+    # Beyond erf's saturation both extremes tie with the worst channel: never above 1.
+    assert weights[2, 0] == weights[2, 1] == 1.0 and weights[2, 2] == 0.0
 
 
 def test_persistent_anomaly_yields_one_red_score_then_suppressed_ones() -> None:

@@ -60,9 +60,13 @@ def test_make_novelty_follows_the_config() -> None:
     assert quiet is not None and quiet.quiet == 20
 
 
-def decision(n: int) -> ThresholdResult:
+def decision(n: int, channels: int = 1) -> ThresholdResult:
+    """A calm decision: channel 0 scores 0.25, any other channel 0.1."""
+    channel_scores = np.full((n, channels), 0.1)
+    channel_scores[:, 0] = 0.25
     return ThresholdResult(score=np.full(n, 0.25), anomalous=np.zeros(n, bool),
-                           channel=np.zeros(n, np.intp), smoothed=np.zeros(n), threshold=np.ones(n))
+                           channel=np.zeros(n, np.intp), smoothed=np.zeros(n), threshold=np.ones(n),
+                           channel_scores=channel_scores)
 
 
 def test_apply_novelty_raises_only_scored_novel_rows() -> None:
@@ -70,12 +74,14 @@ def test_apply_novelty_raises_only_scored_novel_rows() -> None:
     slots = np.array([0, 1, 2])
     everyone = np.ones(3, bool)
     for row in ([0.0, 0.0], [1.0, 1.0]):
-        apply_novelty(novelty, slots, np.array([row] * 3), everyone, decision(3))
+        apply_novelty(novelty, slots, np.array([row] * 3), everyone, decision(3, channels=2))
     values = np.array([[0.5, 3.0], [0.5, 0.5], [0.5, 3.0]])
-    result = apply_novelty(novelty, slots, values, np.array([True, True, False]), decision(3))
+    result = apply_novelty(novelty, slots, values, np.array([True, True, False]), decision(3, channels=2))
     assert result.score.tolist() == [NOVEL_SCORE, 0.25, 0.25]
     assert result.anomalous.tolist() == [True, False, False]
     assert result.channel.tolist() == [1, 0, 0]
+    # The novel channel carries the novel score, so the alert's explanation names it.
+    assert result.channel_scores.tolist() == [[0.25, NOVEL_SCORE], [0.25, 0.1], [0.25, 0.1]]
     # The unscored row still taught its range.
     assert novelty.table["nov_max"][2].tolist() == [1.0, 3.0]
 
@@ -93,6 +99,20 @@ def test_quiet_period_keeps_the_flag_but_not_the_top_score() -> None:
     # method's 0.25, then the quiet period is over.
     assert [float(r.score[0]) for r in results[1:]] == [
         NOVEL_SCORE, 0.25, 0.25, 0.25, NOVEL_SCORE, 0.25, 0.25, 0.25, NOVEL_SCORE]
+
+
+def test_a_quiet_novel_reading_puts_the_methods_score_on_its_channel() -> None:
+    novelty = RangeNovelty(SlotTable(1), channels=2, margin=0.0, quiet=3)
+    slot = np.array([0])
+    everyone = np.ones(1, bool)
+    for row in ([0.0, 0.0], [1.0, 1.0]):
+        apply_novelty(novelty, slot, np.array([row]), everyone, decision(1, channels=2))
+    calm = decision(1, channels=2)
+    shown, quiet = (apply_novelty(novelty, slot, np.array([[0.5, v]]), everyone, calm) for v in (2.0, 3.0))
+    assert shown.channel_scores.tolist() == [[0.25, NOVEL_SCORE]]
+    assert quiet.score.tolist() == [0.25] and quiet.channel.tolist() == [1]
+    assert quiet.channel_scores.tolist() == [[0.25, 0.25]]
+    assert calm.channel_scores.tolist() == [[0.25, 0.1]]  # the method's decision is not mutated
 
 
 def test_quiet_period_is_per_device_and_counts_readings_not_novelties() -> None:

@@ -18,10 +18,14 @@ def records(record: ResidualRecord, residuals: list[float]) -> list[bool]:
     return [bool(record.update(ONE, np.array([[r]]), ONE)[0]) for r in residuals]
 
 
-def flagged(score: float, anomalous: bool, rows: int = 1, channel: int = 0) -> ThresholdResult:
+def flagged(score: float, anomalous: bool, rows: int = 1, channel: int = 0,
+            channels: int = 1) -> ThresholdResult:
+    """A decision: ``channel`` with ``score``, any other channel with half of it."""
+    channel_scores = np.full((rows, channels), score / 2)
+    channel_scores[:, channel] = score
     return ThresholdResult(score=np.full(rows, score), anomalous=np.full(rows, anomalous),
                            channel=np.full(rows, channel, dtype=np.intp), smoothed=np.full(rows, 1.0),
-                           threshold=np.full(rows, 0.5))
+                           threshold=np.full(rows, 0.5), channel_scores=channel_scores)
 
 
 def test_a_record_beats_every_magnitude_seen_and_then_becomes_the_bar() -> None:
@@ -82,6 +86,20 @@ def test_in_an_open_episode_flags_stand_without_a_record_but_keep_only_the_held_
     assert continued.anomalous[0] and continued.score[0] == HELD_SCORE
     calm = apply_record_gate(record, ONE, np.array([[3.0]]), scored, flagged(0.3, False), OPEN)
     assert not calm.anomalous[0]
+
+
+def test_the_gate_holds_every_channel_score_so_the_flagged_channel_stays_the_highest() -> None:
+    record = ResidualRecord(SlotTable(1), channels=2, horizon=None)
+    scored = np.array([True])
+    apply_record_gate(record, ONE, np.array([[1.0, 4.0]]), scored, flagged(0.2, False, channels=2), CLOSED)
+    # Channel 1 is flagged but 3.0 is no record on it: both channel scores are held.
+    held = apply_record_gate(record, ONE, np.array([[0.5, 3.0]]), scored,
+                             flagged(0.99, True, channel=1, channels=2), CLOSED)
+    assert held.channel_scores.tolist() == [[HELD_SCORE, HELD_SCORE]]
+    assert held.score[0] == held.channel_scores[0, held.channel[0]]
+    kept = apply_record_gate(record, ONE, np.array([[0.5, 6.0]]), scored,
+                             flagged(0.99, True, channel=1, channels=2), CLOSED)
+    assert kept.channel_scores.tolist() == [[0.495, 0.99]]
 
 
 def test_unscored_rows_do_not_teach_the_record() -> None:

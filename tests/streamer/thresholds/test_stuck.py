@@ -121,8 +121,10 @@ def test_nan_readings_leave_the_run_alone_and_unscored_rows_are_not_flagged() ->
 
 
 def decision(n: int) -> ThresholdResult:
+    """A calm two-channel decision: channel 0 scores 0.25, channel 1 scores 0.1."""
     return ThresholdResult(score=np.full(n, 0.25), anomalous=np.zeros(n, bool),
-                           channel=np.zeros(n, np.intp), smoothed=np.zeros(n), threshold=np.ones(n))
+                           channel=np.zeros(n, np.intp), smoothed=np.zeros(n), threshold=np.ones(n),
+                           channel_scores=np.tile([0.25, 0.1], (n, 1)))
 
 
 def test_apply_stuck_scores_the_first_stuck_reading_and_keeps_the_flag() -> None:
@@ -140,6 +142,9 @@ def test_apply_stuck_scores_the_first_stuck_reading_and_keeps_the_flag() -> None
     assert anomalous == [False] * 7 + [True] * 5
     assert [float(r.score[0]) for r in results[7:]] == [STUCK_SCORE, 0.25, 0.25, 0.25, 0.25]
     assert all(int(r.channel[0]) == 1 for r in results[7:])
+    # The stuck channel carries the row's score: STUCK_SCORE first, then the method's.
+    assert [r.channel_scores[0].tolist() for r in results[7:9]] == [[0.25, STUCK_SCORE], [0.25, 0.25]]
+    assert all(r.channel_scores[1].tolist() == [0.25, 0.1] for r in results)
     assert not any(bool(r.anomalous[1]) for r in results)  # slot 1 never repeats
 
 

@@ -134,6 +134,10 @@ def test_multi_channel_picks_the_worst_channel() -> None:
     assert result.channel.tolist() == [1]
     assert result.smoothed[0] < 0
     assert result.threshold[0] < 0  # the lower bound: the residual went negative
+    # Each channel's own score; the flagged channel's is the row's.
+    scores = result.channel_scores[0]
+    assert scores[1] == result.score[0] and scores.argmax() == 1
+    assert scores[0] < 0.9 and scores[2] < 0.9
 
 
 # ---- determinism (the shared contracts: tests/streamer/thresholds/test_contracts.py) ----

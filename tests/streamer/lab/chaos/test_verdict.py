@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from streamer.codec import Alert
+from streamer.codec import Alert, Driver
 from streamer.lab.chaos.verdict import (
     DeadLetterSeen,
     Evidence,
@@ -14,6 +14,7 @@ from streamer.lab.chaos.verdict import (
     Reference,
     alerted_anomalies,
     judge,
+    same_content,
 )
 from streamer.simulate import InjectedAnomaly
 
@@ -177,3 +178,18 @@ def test_an_anomaly_counts_as_alerted_only_for_an_open_of_its_device_within_its_
     assert alerted_anomalies(TRUTH, [alert("dev-b", "open", 25_001 + GRACE_MS)], GRACE_MS) == set()
     assert alerted_anomalies(TRUTH, [alert("dev-b", "resolve", 21_000)], GRACE_MS) == set()
     assert alerted_anomalies(TRUTH, [alert("dev-a", "open", 21_000)], GRACE_MS) == set()
+
+
+def test_drivers_agree_up_to_float_rounding_and_in_any_order_of_near_ties() -> None:
+    def driver(channel: str, share: float, actual: float = 9.0) -> Driver:
+        return Driver(channel=channel, actual=actual, forecast=1.0, residual=actual - 1.0, score=0.9,
+                      share=share)
+
+    base = msgspec.structs.replace(alert("dev-a", "open", 10_000),
+                                   drivers=(driver("a", 0.5), driver("b", 0.5)))
+    rounded = msgspec.structs.replace(base, drivers=(driver("b", 0.5 + 1e-9), driver("a", 0.5 - 1e-9)))
+    assert same_content(base, rounded)
+    other_figure = msgspec.structs.replace(base, drivers=(driver("a", 0.5, actual=9.5), driver("b", 0.5)))
+    assert not same_content(base, other_figure)
+    other_channel = msgspec.structs.replace(base, drivers=(driver("a", 0.5), driver("c", 0.5)))
+    assert not same_content(base, other_channel)
