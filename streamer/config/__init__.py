@@ -7,11 +7,13 @@
   ``dynamic``, ``likelihood``) and per check (``range_novelty``,
   ``record_gate``, ``stuck``);
 - ``operations``: ``alerts``, ``state``, ``metrics``, ``runtime``;
+- ``alertmanager``: ``alertmanager`` (the bridge, ``streamer alertmanager``);
 - ``tree``: :class:`Config`, the whole tree;
 - ``loading``: :func:`load_config` (file, environment, errors that name the
   key and the source), and showing or writing a config without leaking secrets.
 """
 
+from streamer.config.alertmanager import AlertmanagerConfig
 from streamer.config.base import (
     MASK,
     NonNegativeInt,
@@ -54,7 +56,8 @@ from streamer.config.thresholds import (
 from streamer.config.tree import Config
 
 __all__ = [
-    "ENV_PREFIX", "MASK", "MOVED_KEYS", "AlertsConfig", "BaselineConfig", "BatchingConfig", "BuffersConfig",
+    "ENV_PREFIX", "MASK", "MOVED_KEYS", "AlertmanagerConfig", "AlertsConfig", "BaselineConfig",
+    "BatchingConfig", "BuffersConfig",
     "Config", "DynamicThresholdConfig", "KafkaConfig", "LSTMConfig", "LikelihoodConfig", "MetricsConfig",
     "NonNegativeInt", "Port", "PositiveFloat", "PositiveInt", "PredictorConfig", "RangeNoveltyConfig",
     "ReadingsConfig", "RecordGateConfig", "RuntimeConfig", "Secret", "Section", "SecurityConfig",
