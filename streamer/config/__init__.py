@@ -8,11 +8,13 @@
   ``record_gate``, ``stuck``);
 - ``operations``: ``alerts``, ``state``, ``metrics``, ``runtime``;
 - ``operators``: ``feedback`` (operator feedback's effect on sensitivity);
+- ``alertmanager``: ``alertmanager`` (the bridge, ``streamer alertmanager``);
 - ``tree``: :class:`Config`, the whole tree;
 - ``loading``: :func:`load_config` (file, environment, errors that name the
   key and the source), and showing or writing a config without leaking secrets.
 """
 
+from streamer.config.alertmanager import AlertmanagerConfig
 from streamer.config.base import (
     MASK,
     NonNegativeInt,
@@ -59,6 +61,7 @@ __all__ = [
     "ENV_PREFIX",
     "MASK",
     "MOVED_KEYS",
+    "AlertmanagerConfig",
     "AlertsConfig",
     "BaselineConfig",
     "BatchingConfig",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from streamer.config.alertmanager import AlertmanagerConfig
 from streamer.config.base import Section
 from streamer.config.kafka import KafkaConfig
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
@@ -26,6 +27,7 @@ class Config(Section, frozen=True):
     feedback: FeedbackConfig = msgspec.field(default_factory=FeedbackConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    alertmanager: AlertmanagerConfig = msgspec.field(default_factory=AlertmanagerConfig)
 
     def __post_init__(self) -> None:
         if self.buffers.initial_devices > self.buffers.max_devices:

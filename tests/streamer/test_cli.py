@@ -8,7 +8,8 @@ import pytest
 
 from streamer.cli import main
 
-SUBCOMMANDS = ("run", "simulate", "demo", "train", "model", "export", "bench", "evaluate", "chaos")
+SUBCOMMANDS = ("run", "simulate", "demo", "alertmanager", "train", "model", "export", "bench", "evaluate",
+               "chaos")
 
 
 def test_top_level_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
