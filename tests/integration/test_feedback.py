@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Callable
 
-
 import msgspec
 import numpy as np
 import pytest
@@ -93,7 +92,8 @@ def total(daemon: Application, name: str, **labels: str) -> float:
                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
 
 
-async def until(condition: Callable[[], bool], timeout_s: float, message: str, task: asyncio.Task[int]) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float, message: str,
+                task: asyncio.Task[int]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         assert not task.done(), f"{message}: daemon exited with {task.result()}"
@@ -148,7 +148,8 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
         await send_feedback(config, [duplicate, (feedback_key(mute), encode_feedback(mute)), duplicate,
                                      *hostile])
         await until(lambda: total(daemon, "streamer_feedback_applied_total") == 2
-                    and total(daemon, "streamer_feedback_rejected_total") == 5, 30, "feedback not applied", task)
+                    and total(daemon, "streamer_feedback_rejected_total") == 5, 30, "feedback not applied",
+                    task)
         assert total(daemon, "streamer_feedback_applied_total", kind="false_alarm") == 1
         assert total(daemon, "streamer_feedback_applied_total", kind="mute") == 1
         rejected = {reason: total(daemon, "streamer_feedback_rejected_total", reason=reason)
@@ -180,7 +181,8 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
                     == len(DEVICES), 60, "devices not restored", task)
         spikes = {(answered, 105): SPIKE, (muted, 105): SPIKE, (neighbour, 105): SPIKE}
         produced_now = await produce(config, range(100, 120), spikes)
-        await until(lambda: handled(restarted) >= produced_now, 30, "spikes after the restart not scored", task)
+        await until(lambda: handled(restarted) >= produced_now, 30, "spikes after the restart not scored",
+                    task)
         await asyncio.sleep(0.5)
         assert opened(await alerts_of(config), 100) == {neighbour}
         await asyncio.sleep(1.0)  # time for the follower to read anything left uncommitted

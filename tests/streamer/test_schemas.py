@@ -22,7 +22,13 @@ from streamer.codec import (
     encode_dead_letter,
 )
 from streamer.config import ReadingsConfig
-from streamer.feedback.messages import Feedback, FeedbackRejection, encode_feedback, feedback_key, parse_feedback
+from streamer.feedback.messages import (
+    Feedback,
+    FeedbackRejection,
+    encode_feedback,
+    feedback_key,
+    parse_feedback,
+)
 from streamer.vocabulary import FEEDBACK_REJECTION_REASONS
 from tests.fakes import FakeRecord
 
@@ -110,7 +116,8 @@ def test_a_version_1_alert_still_decodes_with_no_drivers() -> None:
 
 def test_dead_letter_matches_schema_and_lists_every_reason() -> None:
     schema = _schema("dead_letter")
-    assert schema["properties"]["reason"]["enum"] == list(dict.fromkeys([*REASONS, *FEEDBACK_REJECTION_REASONS]))
+    every_reason = list(dict.fromkeys([*REASONS, *FEEDBACK_REJECTION_REASONS]))
+    assert schema["properties"]["reason"]["enum"] == every_reason
     letter = dead_letter(FakeRecord(b"\xff{not json"), Rejection(0, "malformed_json", "bad"), 5)
     jsonschema.validate(json.loads(encode_dead_letter(letter)), schema)
 

@@ -1,4 +1,4 @@
-"""Operator feedback changes the next decisions of the device it names, and no other (through the pipeline)."""
+"""Operator feedback changes the next decisions of the device it names, and no other (pipeline)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class Fleet:
         self.rng = np.random.default_rng(3)
 
     def run(self, readings: int, spikes: dict[int, float] | None = None) -> tuple[list[Alert], ScoreResult]:
-        """Score ``readings`` more rounds; ``spikes`` maps a reading (from now) to a jump added to both devices."""
+        """Score ``readings`` more rounds; ``spikes`` maps a reading (from now) to a jump on both devices."""
         alerts: list[Alert] = []
         total = ScoreResult()
         for k in range(readings):
