@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from streamer.codec import Alert, decode_alert
+from streamer.codec import Alert
 from streamer.vocabulary import AlertRecordRejection
 
 
@@ -29,9 +29,6 @@ class Driver(msgspec.Struct, frozen=True):
 
 class _Explanation(msgspec.Struct, frozen=True):
     drivers: list[Driver] | None = None
-
-
-_explanation = msgspec.json.Decoder(_Explanation)
 
 
 @dataclass(frozen=True)
@@ -59,13 +56,18 @@ def decode_event(value: bytes | None) -> AlertEvent | Rejected:
     if not value:
         return Rejected("empty", "record has no value")
     try:
-        alert = decode_alert(value)
-    except msgspec.ValidationError as exc:
-        return Rejected("invalid_alert", str(exc)[:200])
+        document = msgspec.json.decode(value)
     except msgspec.DecodeError as exc:
         return Rejected("malformed_json", str(exc)[:200])
+    if not isinstance(document, dict):
+        return Rejected("invalid_alert", "an alert is a JSON object")
+    explanation = document.pop("drivers", None)
     try:
-        drivers = _explanation.decode(value).drivers or []
+        alert = msgspec.convert(document, Alert)
+    except msgspec.ValidationError as exc:
+        return Rejected("invalid_alert", str(exc)[:200])
+    try:
+        drivers = msgspec.convert({"drivers": explanation}, _Explanation).drivers or []
     except msgspec.ValidationError:  # an explanation of another shape: the alert stands without it
         drivers = []
     return AlertEvent(alert, tuple(drivers))

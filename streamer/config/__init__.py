@@ -7,7 +7,7 @@
   ``dynamic``, ``likelihood``) and per check (``range_novelty``,
   ``record_gate``, ``stuck``);
 - ``operations``: ``alerts``, ``state``, ``metrics``, ``runtime``;
-- ``operators``: ``feedback`` (operator feedback's effect on sensitivity);
+- ``operators``: ``feedback`` (operator feedback's effect on sensitivity), ``rules`` (per-device overrides);
 - ``alertmanager``: ``alertmanager`` (the bridge, ``streamer alertmanager``);
 - ``tree``: :class:`Config`, the whole tree;
 - ``loading``: :func:`load_config` (file, environment, errors that name the
@@ -36,7 +36,7 @@ from streamer.config.loading import (
     write_config_file,
 )
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
-from streamer.config.operators import FeedbackConfig
+from streamer.config.operators import FeedbackConfig, MaintenanceWindow, RuleConfig, RuleThresholds
 from streamer.config.scoring import (
     BaselineConfig,
     BatchingConfig,
@@ -72,6 +72,7 @@ __all__ = [
     "KafkaConfig",
     "LSTMConfig",
     "LikelihoodConfig",
+    "MaintenanceWindow",
     "MetricsConfig",
     "NonNegativeInt",
     "Port",
@@ -81,6 +82,8 @@ __all__ = [
     "RangeNoveltyConfig",
     "ReadingsConfig",
     "RecordGateConfig",
+    "RuleConfig",
+    "RuleThresholds",
     "RuntimeConfig",
     "Secret",
     "Section",

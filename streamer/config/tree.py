@@ -8,7 +8,7 @@ from streamer.config.alertmanager import AlertmanagerConfig
 from streamer.config.base import Section
 from streamer.config.kafka import KafkaConfig
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
-from streamer.config.operators import FeedbackConfig
+from streamer.config.operators import FeedbackConfig, RuleConfig, check_rules
 from streamer.config.scoring import BatchingConfig, BuffersConfig, PredictorConfig, ReadingsConfig
 from streamer.config.thresholds import ThresholdsConfig
 
@@ -25,6 +25,8 @@ class Config(Section, frozen=True):
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     feedback: FeedbackConfig = msgspec.field(default_factory=FeedbackConfig)
+    # Per-device overrides by device-id pattern (the first matching rule applies).
+    rules: list[RuleConfig] = msgspec.field(default_factory=list)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     alertmanager: AlertmanagerConfig = msgspec.field(default_factory=AlertmanagerConfig)
@@ -32,3 +34,4 @@ class Config(Section, frozen=True):
     def __post_init__(self) -> None:
         if self.buffers.initial_devices > self.buffers.max_devices:
             raise ValueError("buffers.initial_devices must not exceed buffers.max_devices")
+        check_rules(self.rules, list(self.readings.channels))
