@@ -47,6 +47,8 @@ class RoundChanges:
     updated: IndexArray
     resolved: IndexArray
     episode_start: npt.NDArray[np.int64]
+    # Per round row: the threshold method that judged it (None: every row the source's method).
+    methods: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def _alert(kind: AlertEvent, batch: ReadingBatch, change: RoundChanges, pick: in
         smoothed_residual=_finite_or_none(float(decision.smoothed[pick])),
         threshold=_finite_or_none(float(decision.threshold[pick])),
         score=float(decision.score[pick]),
-        method=source.method,
+        method=source.method if change.methods is None else change.methods[pick],
         model_version=source.model_version,
         processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
         latency_ms=round(decided_at * 1000.0 - ts, 3),

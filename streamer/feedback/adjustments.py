@@ -49,6 +49,7 @@ import numpy.typing as npt
 from streamer.alerts.episodes import EpisodeChanges, alert_id
 from streamer.config import FeedbackConfig, ThresholdsConfig
 from streamer.feedback.messages import Feedback, FeedbackRejection
+from streamer.feedback.rules import NO_RULE, RuleBook
 from streamer.state.registry import BOOKKEEPING_FIELDS
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds.result import ThresholdResult
@@ -117,13 +118,15 @@ class OperatorAdjustments:
     """The ``op_*`` fields of every device, the gate over a round, and feedback application."""
 
     def __init__(self, table: SlotTable, channels: Sequence[str], config: FeedbackConfig,
-                 thresholds: ThresholdsConfig) -> None:
+                 thresholds: ThresholdsConfig, rules: RuleBook) -> None:
         self.table = table
         self.channels = list(channels)
         self.config = config
         self.warmup = thresholds.warmup
-        base = base_surprise(thresholds)
-        self.base = 0.0 if base is None else base
+        self.rules = rules
+        # The method's own bar of each rule's devices (row 0: no rule); 0 where the method has none.
+        bases = np.array([base_surprise(settings) or 0.0 for settings in rules.threshold_settings])
+        self.bases = bases[rules.group]
         channel_count = len(self.channels)
         table.add_field("op_flags", (), np.int64, 0)
         table.add_field("op_bar", (channel_count,), np.float64, np.nan)
@@ -158,27 +161,41 @@ class OperatorAdjustments:
             flags[due] = self.table["op_flags"][slots[due]]
 
     def gate(self, slots: IndexArray, ts: Int64Array, seen: Int64Array, scored: BoolArray,
-             decision: ThresholdResult, flags: Int64Array, counts: GateCounts) -> ThresholdResult:
-        """The round's decision with each device's adjustments applied (``flags`` from :meth:`flags`)."""
-        if not flags.any():
+             decision: ThresholdResult, flags: Int64Array, counts: GateCounts,
+             rule: Int64Array | None = None) -> ThresholdResult:
+        """The round's decision with each device's adjustments and rules applied.
+
+        ``flags`` from :meth:`flags`; ``rule`` (each row's rule, ``NO_RULE``
+        for none) is None when no rule is configured.
+        """
+        ruled = rule is not None and bool((rule != NO_RULE).any())
+        if not flags.any() and not ruled:
             return decision
-        table = self.table
-        rows = np.flatnonzero(flags)
-        picked, row_flags = slots[rows], flags[rows]
+        table, book = self.table, self.rules
         anomalous = decision.anomalous.copy()
-        bars = (row_flags & BARS) != 0
-        if bars.any():
-            bar_rows, bar_slots = rows[bars], picked[bars]
+        if rule is not None and ruled:
+            self._rule_gate(rule, ts, decision, anomalous, counts)
+        sensitivity = book.sensitivity[rule + 1] if rule is not None and book.any_sensitivity else None
+        barred = (flags & BARS) != 0
+        if sensitivity is not None:
+            barred |= sensitivity != 1.0
+        if barred.any():
+            bar_rows = np.flatnonzero(barred)
+            base = self.bases[(rule[bar_rows] if rule is not None else NO_RULE) + 1]
+            base = np.broadcast_to(base, bar_rows.shape)
             channel = decision.channel[bar_rows]
-            bar = self._bars_now(bar_slots, seen[bar_rows])[np.arange(len(bar_rows)), channel]
+            bar = self._bars_now(slots[bar_rows], seen[bar_rows], base)[np.arange(len(bar_rows)), channel]
+            if sensitivity is not None:
+                bar = bar * sensitivity[bar_rows]
             odds = surprise(decision.score[bar_rows])
             below = anomalous[bar_rows] & (odds < bar)
             self._count(counts, "feedback", int(np.count_nonzero(below)))
             anomalous[bar_rows[below]] = False
-            if self.base > 0:
-                raised = ~anomalous[bar_rows] & scored[bar_rows] & (bar < self.base) & (odds >= bar)
-                counts.added += int(np.count_nonzero(raised))
-                anomalous[bar_rows[raised]] = True
+            raised = ~anomalous[bar_rows] & scored[bar_rows] & (base > 0) & (bar < base) & (odds >= bar)
+            counts.added += int(np.count_nonzero(raised))
+            anomalous[bar_rows[raised]] = True
+        rows = np.flatnonzero(flags)
+        picked, row_flags = slots[rows], flags[rows]
         renewed = (row_flags & RENEWED) != 0
         if renewed.any():
             renewed_rows = rows[renewed]
@@ -192,6 +209,19 @@ class OperatorAdjustments:
             self._count(counts, "mute", int(np.count_nonzero(anomalous[quiet])))
             anomalous[quiet] = False
         return dataclasses.replace(decision, anomalous=anomalous)
+
+    def _rule_gate(self, rule: Int64Array, ts: Int64Array, decision: ThresholdResult, anomalous: BoolArray,
+                   counts: GateCounts) -> None:
+        """Take away the flags a rule's muted channels or maintenance windows cover."""
+        book = self.rules
+        if book.any_muted:
+            muted = anomalous & book.muted[rule + 1, decision.channel]
+            self._count(counts, "muted_channel", int(np.count_nonzero(muted)))
+            anomalous[muted] = False
+        if book.any_maintenance:
+            resting = anomalous & book.in_maintenance(rule, ts)
+            self._count(counts, "maintenance", int(np.count_nonzero(resting)))
+            anomalous[resting] = False
 
     @staticmethod
     def _count(counts: GateCounts, reason: SuppressionReason, count: int) -> None:
@@ -229,17 +259,21 @@ class OperatorAdjustments:
 
     # ------------------------------------------------------------ feedback
     def apply(self, message: Feedback, slot: int, device_id: str, model_version: str,
-              seen: int, last_ts: int) -> Applied | FeedbackRejection:
-        """Apply ``message`` to the device in ``slot`` (``seen`` readings, the last at ``last_ts``)."""
+              seen: int, last_ts: int, rule: int = NO_RULE) -> Applied | FeedbackRejection:
+        """Apply ``message`` to the device in ``slot`` (``seen`` readings, the last at ``last_ts``).
+
+        ``rule``: the configured rule the device falls under (its method's bar).
+        """
         table = self.table
+        base = float(self.bases[rule + 1])
         digest = message.digest()
         if digest in table["op_digests"][slot]:
             return FeedbackRejection("duplicate_feedback", "this message was already applied")
         kind = message.kind
         if kind in ("false_alarm", "confirmed"):
-            outcome = self._answer(message, slot, device_id, model_version, seen)
+            outcome = self._answer(message, slot, device_id, model_version, seen, base)
         elif kind == "missed":
-            outcome = self._missed(message, slot, seen)
+            outcome = self._missed(message, slot, seen, base)
         elif kind == "new_normal":
             if message.from_ts is None or message.from_ts <= last_ts:
                 self._renew(np.array([slot]), np.array([seen]))
@@ -263,7 +297,7 @@ class OperatorAdjustments:
         return outcome
 
     def _answer(self, message: Feedback, slot: int, device_id: str, model_version: str,
-                seen: int) -> Applied | FeedbackRejection:
+                seen: int, base: float) -> Applied | FeedbackRejection:
         table = self.table
         starts = table["op_ep_start"][slot]
         index = next((k for k in range(EPISODES_KEPT) if starts[k] != NO_EPISODE
@@ -276,35 +310,36 @@ class OperatorAdjustments:
             table["op_ep_verdict"][slot, index] = CONFIRMED
             return Applied(1)
         table["op_ep_verdict"][slot, index] = FALSE_ALARM
-        bars = self._bars_now(np.array([slot]), np.array([seen]))[0]
+        bars = self._bars_now(np.array([slot]), np.array([seen]), np.array([base]))[0]
         channel = int(table["op_ep_channel"][slot, index])
         wanted = float(table["op_ep_peak"][slot, index]) * (1.0 + self.config.margin)
-        ceiling = self.base * self.config.max_factor if self.base > 0 else wanted
+        ceiling = base * self.config.max_factor if base > 0 else wanted
         bars[channel] = min(max(bars[channel], wanted), ceiling)
         self._set_bars(slot, bars, seen)
         return Applied(1)
 
-    def _missed(self, message: Feedback, slot: int, seen: int) -> Applied | FeedbackRejection:
+    def _missed(self, message: Feedback, slot: int, seen: int, base: float) -> Applied | FeedbackRejection:
         if message.channel is not None and message.channel not in self.channels:
             return FeedbackRejection("invalid_feedback",
                                      f"channel {message.channel[:64]!r} is not in readings.channels")
-        bars = self._bars_now(np.array([slot]), np.array([seen]))[0]
+        bars = self._bars_now(np.array([slot]), np.array([seen]), np.array([base]))[0]
         chosen = [self.channels.index(message.channel)] if message.channel is not None else slice(None)
-        if self.base > 0:
-            lowered = np.minimum(bars[chosen], self.base) - self.config.missed_step * self.base
-            bars[chosen] = np.maximum(lowered, self.config.min_factor * self.base)
+        if base > 0:
+            lowered = np.minimum(bars[chosen], base) - self.config.missed_step * base
+            bars[chosen] = np.maximum(lowered, self.config.min_factor * base)
         else:
-            bars[chosen] = self.base
+            bars[chosen] = base
         self._set_bars(slot, bars, seen)
         return Applied(1)
 
-    def _bars_now(self, slots: IndexArray, seen: Int64Array) -> Float64Array:
-        """``(len(slots), channels)``: each bar decayed to now (the base where none is set)."""
+    def _bars_now(self, slots: IndexArray, seen: Int64Array, base: Float64Array) -> Float64Array:
+        """``(len(slots), channels)``: each bar decayed to now (its ``base`` where none is set)."""
         table = self.table
         bar0 = table["op_bar"][slots]
         age = (seen - table["op_bar_seen"][slots]).astype(np.float64)
         decay = np.exp2(-np.maximum(age, 0.0) / self.config.half_life_readings)[:, None]
-        bars: Float64Array = np.where(np.isnan(bar0), self.base, self.base + (bar0 - self.base) * decay)
+        base = base[:, None]
+        bars: Float64Array = np.where(np.isnan(bar0), base, base + (bar0 - base) * decay)
         return bars
 
     def _set_bars(self, slot: int, bars: Float64Array, seen: int) -> None:

@@ -26,6 +26,7 @@ from streamer.config import Config
 from streamer.errors import ConfigError
 from streamer.feedback.adjustments import Applied, GateCounts, OperatorAdjustments
 from streamer.feedback.messages import Feedback, FeedbackRejection, pattern_regex
+from streamer.feedback.rules import RuleBook
 from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor
 from streamer.state.extra_rows import ExtraRows
@@ -33,7 +34,8 @@ from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
 from streamer.thresholds import Threshold, make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
-from streamer.thresholds.record import apply_record_gate, make_record_gate
+from streamer.thresholds.record import GATED_METHODS, apply_record_gate, make_record_gate
+from streamer.thresholds.result import ThresholdResult, scatter, take
 from streamer.thresholds.stuck import apply_stuck, make_stuck
 from streamer.vocabulary import SuppressionReason
 
@@ -125,9 +127,22 @@ class ScoringPipeline:
         table = self.registry.table
         self.predictor: Predictor = predictor or make_predictor(config, table)
         self.threshold: Threshold = make_threshold(table, channel_count, config.thresholds)
+        # Per-device rules: the devices of a rule may be judged by another method or parameters.
+        self.rules = RuleBook(config.rules, self.channels, config.thresholds)
+        self.thresholds: list[Threshold] = [self.threshold]
+        for settings in self.rules.threshold_settings[1:]:
+            try:
+                self.thresholds.append(make_threshold(table, channel_count, settings))
+            except ValueError as exc:
+                raise ConfigError("<config>", "rules",
+                                  f"a rule's thresholds cannot share state: {exc}") from None
+        methods = [settings.method for settings in self.rules.threshold_settings]
+        self._gated_groups = np.array([method in GATED_METHODS for method in methods])
+        if self.rules.active:
+            self.registry.on_admit = self._admitted
         # The record gate holds back the method's flags on routine residuals (None: off).
-        self.record_gate = make_record_gate(table, channel_count, config.thresholds.method,
-                                            config.thresholds.record_gate)
+        gated_method = "zscore" if self._gated_groups.any() else config.thresholds.method
+        self.record_gate = make_record_gate(table, channel_count, gated_method, config.thresholds.record_gate)
         # Range novelty runs after whichever method is configured (None: off).
         self.novelty = make_novelty(table, channel_count, config.thresholds.range_novelty)
         # Stuck sensors, after both: a stuck reading is easy to forecast, so
@@ -135,7 +150,8 @@ class ScoringPipeline:
         self.stuck = make_stuck(table, channel_count, config.thresholds.stuck)
         self.episodes = EpisodeTracker(table, config.alerts)
         # Declared last: new_normal resets every field declared before.
-        self.operators = OperatorAdjustments(table, self.channels, config.feedback, config.thresholds)
+        self.operators = OperatorAdjustments(table, self.channels, config.feedback, config.thresholds,
+                                             self.rules)
         self.warmup = config.thresholds.warmup
 
     def extra_rows(self) -> ExtraRows | None:
@@ -146,6 +162,10 @@ class ScoringPipeline:
         """What a state snapshot row's meaning depends on besides its layout."""
         return {"model_version": self.predictor.version, "threshold_method": self.threshold.method,
                 "channels": ",".join(self.channels)}
+
+    def _admitted(self, slots: npt.NDArray[np.intp], device_ids: list[str]) -> None:
+        """New devices fall under the first configured rule their id matches."""
+        self.registry.table["reg_rule"][slots] = self.rules.rule_of(device_ids)
 
     def apply_feedback(self, message: Feedback,
                        partitions: frozenset[int] | None = None) -> Applied | FeedbackRejection:
@@ -166,11 +186,12 @@ class ScoringPipeline:
                 return FeedbackRejection("unknown_device", f"no device {message.device_id[:64]!r} here")
             slots = np.array([slot], dtype=np.intp)
         seen, last_ts = registry.seen(slots), registry.last_ts(slots)
+        rules = registry.table["reg_rule"][slots]
         changed: list[int] = []
         outcome: Applied | FeedbackRejection = Applied(0)
         for index, slot in enumerate(slots.tolist()):
             outcome = self.operators.apply(message, slot, registry.device_id(slot), self.predictor.version,
-                                           int(seen[index]), int(last_ts[index]))
+                                           int(seen[index]), int(last_ts[index]), int(rules[index]))
             if isinstance(outcome, Applied):
                 changed.append(slot)
         if changed:
@@ -269,17 +290,18 @@ class ScoringPipeline:
         scored = (seen >= self.warmup) & np.isfinite(residual).all(axis=1)
         registry.accept(round_slots, ts, values)
 
-        decision = self.threshold.update(round_slots, residual, scored, values)
+        rule = registry.table["reg_rule"][round_slots] if self.rules.active else None
+        group = self.rules.group[rule + 1] if rule is not None and len(self.thresholds) > 1 else None
+        decision = self._judge(round_slots, residual, scored, values, group)
         if self.record_gate is not None:
-            decision = apply_record_gate(self.record_gate, round_slots, residual, scored, decision,
-                                         self.episodes.is_open(round_slots))
+            decision = self._record_gate(round_slots, residual, scored, decision, group)
         if self.novelty is not None:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         if self.stuck is not None:
             decision = apply_stuck(self.stuck, round_slots, values, scored, decision)
-        if flags.any():
+        if flags.any() or rule is not None:
             counts = GateCounts(result.suppressed)
-            decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts)
+            decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts, rule)
         episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
         operators.track(round_slots, decision, episode, episode.open_now)
         scored_count = int(np.count_nonzero(scored))
@@ -287,8 +309,41 @@ class ScoringPipeline:
         result.warmup += len(batch_rows) - scored_count
         result.scores[batch_rows] = np.where(scored, decision.score, np.nan)
         if episode.opened.size or episode.updated.size or episode.resolved.size:
+            methods = None if group is None else [self.thresholds[g].method for g in group.tolist()]
             changes.append(
                 RoundChanges(batch_rows, decision, forecast, episode.opened, episode.updated,
-                              episode.resolved, episode.episode_start)
+                              episode.resolved, episode.episode_start, methods)
             )
         return batch_rows
+
+    def _judge(self, slots: npt.NDArray[np.intp], residual: npt.NDArray[np.float64],
+               scored: npt.NDArray[np.bool_], values: npt.NDArray[np.float64],
+               group: npt.NDArray[np.intp] | None) -> ThresholdResult:
+        """Each row judged by its device's method: the configured one, or its rule's (``group``)."""
+        if group is None or not group.any():
+            return self.threshold.update(slots, residual, scored, values)
+        parts = []
+        for index in np.unique(group).tolist():
+            rows = np.flatnonzero(group == index)
+            parts.append((rows, self.thresholds[index].update(slots[rows], residual[rows], scored[rows],
+                                                              values[rows])))
+        return scatter(parts, len(slots), len(self.channels))
+
+    def _record_gate(self, slots: npt.NDArray[np.intp], residual: npt.NDArray[np.float64],
+                     scored: npt.NDArray[np.bool_], decision: ThresholdResult,
+                     group: npt.NDArray[np.intp] | None) -> ThresholdResult:
+        """The record gate over the rows whose method it gates (every row, without rules)."""
+        assert self.record_gate is not None  # noqa: S101  # the caller checked
+        gated = self._gated_groups[group] if group is not None else None
+        if gated is None or gated.all():
+            if gated is None and not self._gated_groups[0]:
+                return decision
+            return apply_record_gate(self.record_gate, slots, residual, scored, decision,
+                                     self.episodes.is_open(slots))
+        rows = np.flatnonzero(gated)
+        if not rows.size:
+            return decision
+        gated_part = apply_record_gate(self.record_gate, slots[rows], residual[rows], scored[rows],
+                                       take(decision, rows), self.episodes.is_open(slots[rows]))
+        rest = np.flatnonzero(~gated)
+        return scatter([(rows, gated_part), (rest, take(decision, rest))], len(slots), len(self.channels))

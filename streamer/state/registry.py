@@ -1,10 +1,11 @@
 """Device id → slot mapping over a growing slot table.
 
 Besides the per-device fields every model shares (last event time, readings
-seen, ring buffer), the registry keeps four bookkeeping fields that are not
+seen, ring buffer), the registry keeps five bookkeeping fields that are not
 detector state and never travel in snapshots (:data:`BOOKKEEPING_FIELDS`):
 whether a slot holds a device, the input partition its readings arrive on,
-its count of changes made without a reading (operator feedback), and its
+its count of changes made without a reading (operator feedback), the
+configured rule it falls under (decided again on admission), and its
 *version* (``seen`` plus those changes) when it was last snapshotted (a
 device is *changed* while its version differs from it: every reading that
 touches detector state increments ``seen``).
@@ -16,7 +17,7 @@ fleet that moves between daemons does not grow the table without bound.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from itertools import repeat
 
 import numpy as np
@@ -34,7 +35,10 @@ NEVER = np.iinfo(np.int64).min
 # The device's input partition is not known (admitted outside the daemon).
 NO_PARTITION = -1
 # Slot-table fields that describe the slot, not the detector: never snapshotted.
-BOOKKEEPING_FIELDS: tuple[str, ...] = ("reg_live", "reg_partition", "reg_snapshot_seen", "reg_edits")
+BOOKKEEPING_FIELDS: tuple[str, ...] = ("reg_live", "reg_partition", "reg_snapshot_seen", "reg_edits",
+                                       "reg_rule")
+# A device under no configured rule (reg_rule).
+NO_RULE = -1
 
 IndexArray = npt.NDArray[np.intp]
 
@@ -58,6 +62,10 @@ class DeviceRegistry:
         self.table.add_field("reg_snapshot_seen", (), np.int64, 0)
         # Changes made without a reading (operator feedback): part of a device's version.
         self.table.add_field("reg_edits", (), np.int64, 0)
+        # The configured rule a device falls under (decided on admission by ``on_admit``).
+        self.table.add_field("reg_rule", (), np.int64, NO_RULE)
+        # Called with the slots and ids of the devices each call admits.
+        self.on_admit: Callable[[IndexArray, list[str]], None] | None = None
         self.rings = RingBuffers(self.table, window=window, channels=channels)
         self._slot_of: dict[str, int] = {}
         self._ids: list[str] = []  # by slot; "" for a free slot
@@ -139,6 +147,8 @@ class DeviceRegistry:
             self.table["reg_live"][new] = True
             if partitions is not None:
                 self.table["reg_partition"][new] = partitions[admitted_rows]
+            if self.on_admit is not None:
+                self.on_admit(new, [device_ids[row] for row in admitted_rows])
 
     def last_ts(self, slots: IndexArray) -> npt.NDArray[np.int64]:
         """The event time of each slot's last accepted reading (``NEVER`` before its first)."""

@@ -37,6 +37,11 @@ class _Field:
     dtype: np.dtype[np.generic]
     fill: float | int | bool
 
+    def same_as(self, other: _Field) -> bool:
+        """Same shape, type and fill (NaN fills alike)."""
+        fills_match = self.fill == other.fill or (self.fill != self.fill and other.fill != other.fill)
+        return self.shape == other.shape and self.dtype == other.dtype and fills_match
+
 
 class SlotTable:
     """Named arrays of shape ``(capacity, *field_shape)``: grown in place up to ``reserve``, then by doubling.
@@ -70,10 +75,16 @@ class SlotTable:
         dtype: npt.DTypeLike,
         fill: float | int | bool,
     ) -> None:
-        """Declare a per-slot field; every row starts at ``fill``."""
-        if name in self._specs:
-            raise ValueError(f"field {name!r} is already declared")
+        """Declare a per-slot field; every row starts at ``fill``.
+
+        Declaring a field again with the same shape, type and fill shares it
+        (two instances of one threshold method, for devices of different rules).
+        """
         spec = _Field(tuple(shape), np.dtype(dtype), fill)
+        if name in self._specs:
+            if self._specs[name].same_as(spec):
+                return
+            raise ValueError(f"field {name!r} is already declared with another shape, type or fill")
         self._specs[name] = spec
         try:
             block = np.empty((self.reserve, *spec.shape), dtype=spec.dtype)

@@ -50,3 +50,26 @@ def override_channel(channel_scores: Float64Array, rows: BoolArray, channel: Ind
     picked = np.flatnonzero(rows)
     result[picked, channel[picked]] = score[picked]
     return result
+
+
+def take(result: ThresholdResult, rows: IndexArray) -> ThresholdResult:
+    """The decisions of ``rows`` only."""
+    return ThresholdResult(score=result.score[rows], anomalous=result.anomalous[rows],
+                           channel=result.channel[rows], smoothed=result.smoothed[rows],
+                           threshold=result.threshold[rows],
+                           channel_scores=result.channel_scores[rows])
+
+
+def scatter(parts: list[tuple[IndexArray, ThresholdResult]], count: int, channels: int) -> ThresholdResult:
+    """One result of ``count`` rows from results of disjoint row sets that cover them."""
+    merged = ThresholdResult(score=np.zeros(count), anomalous=np.zeros(count, dtype=bool),
+                             channel=np.zeros(count, dtype=np.intp), smoothed=np.full(count, np.nan),
+                             threshold=np.full(count, np.nan), channel_scores=np.zeros((count, channels)))
+    for rows, part in parts:
+        merged.score[rows] = part.score
+        merged.anomalous[rows] = part.anomalous
+        merged.channel[rows] = part.channel
+        merged.smoothed[rows] = part.smoothed
+        merged.threshold[rows] = part.threshold
+        merged.channel_scores[rows] = part.channel_scores
+    return merged
