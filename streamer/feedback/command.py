@@ -57,19 +57,19 @@ def event_time(text: str) -> int:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``streamer feedback KIND ...`` to the command parser."""
     feedback = sub.add_parser(
-        "feedback", parents=[common], help="tell the detector about an alert, a miss, a new normal or a mute",
+        "feedback", help="tell the detector about an alert, a miss, a new normal or a mute",
         description="Write one operator feedback message to kafka.feedback_topic. The daemon that owns "
                     "the device applies it to the device's detector state at once.")
     kinds = feedback.add_subparsers(title="kinds", metavar="KIND", required=True)
     for kind, summary in (("false-alarm", "this alert was not an anomaly: the device becomes less "
                                           "sensitive to what raised it"),
                           ("confirmed", "this alert was a real anomaly")):
-        parser = kinds.add_parser(kind, help=summary, description=summary)
+        parser = kinds.add_parser(kind, parents=[common], help=summary, description=summary)
         parser.set_defaults(feedback_kind=kind.replace("-", "_"))
         _device(parser)
         parser.add_argument("--alert-id", required=True, help="the alert's alert_id")
         _common_fields(parser)
-    missed = kinds.add_parser("missed",
+    missed = kinds.add_parser("missed", parents=[common],
                               help="an anomaly that raised no alert: the device becomes more sensitive")
     _device(missed)
     missed.add_argument("--start", type=event_time, required=True, help="its first reading (ms, ISO 8601)")
@@ -77,19 +77,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     missed.add_argument("--channel", default=None, help="the channel it showed on (default: every channel)")
     _common_fields(missed)
     missed.set_defaults(feedback_kind="missed")
-    renew = kinds.add_parser("new-normal", help="what the device shows now is normal: re-baseline it")
+    renew = kinds.add_parser("new-normal", parents=[common],
+                             help="what the device shows now is normal: re-baseline it")
     _device(renew)
     renew.add_argument("--from", dest="from_ts", type=event_time, default=None,
                        help="re-baseline at its first reading at or after this time (default: now)")
     _common_fields(renew)
     renew.set_defaults(feedback_kind="new_normal")
-    mute = kinds.add_parser("mute", help="suppress a device's (or matching devices') alerts until a time")
+    mute = kinds.add_parser("mute", parents=[common],
+                            help="suppress a device's (or matching devices') alerts until a time")
     _target(mute)
     mute.add_argument("--until", type=event_time, required=True,
                       help="end of the mute: ms, ISO 8601 or a duration from now (+2h, +3d)")
     _common_fields(mute)
     mute.set_defaults(feedback_kind="mute")
-    unmute = kinds.add_parser("unmute", help="end a mute")
+    unmute = kinds.add_parser("unmute", parents=[common], help="end a mute")
     _target(unmute)
     _common_fields(unmute)
     unmute.set_defaults(feedback_kind="unmute")

@@ -15,6 +15,7 @@ Parsing never raises: a record that is not a valid message comes back as a
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import re
 import time
@@ -93,6 +94,7 @@ def feedback_key(message: Feedback) -> bytes:
     return (target or "").encode()
 
 
+@functools.lru_cache(maxsize=64)
 def pattern_regex(pattern: str) -> re.Pattern[str]:
     """The compiled glob ``pattern`` (``*``, ``?``, ``[...]``), matching whole device ids.
 

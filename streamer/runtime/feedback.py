@@ -112,6 +112,7 @@ class FeedbackFollower:
         self.topic = config.kafka.feedback_topic
         self.reset = config.kafka.auto_offset_reset
         self.max_records = config.batching.max_batch
+        self.slice_devices = config.state.slice_devices  # a pattern's devices per job (bounds the pause)
         self.pipeline = pipeline
         self.scorer = scorer
         self.gate = gate
@@ -234,12 +235,10 @@ class FeedbackFollower:
         async with self._apply_lock:
             if partition not in self._wanted or partition not in self._applied:
                 return  # unfollowed meanwhile: the next owner reads these
-            parsed = [parse_feedback(record, self.device_id_pattern) for record in records]
             owned = frozenset({partition})
-            async with self.gate.between_batches():
-                outcomes = await self.scorer.run_job(lambda: self._apply_all(parsed, owned), "feedback")
             letters: list[tuple[bytes | None, DeadLetter]] = []
-            for record, outcome in zip(records, outcomes, strict=True):
+            for record in records:
+                outcome = await self._apply_one(parse_feedback(record, self.device_id_pattern), owned)
                 if isinstance(outcome, FeedbackRejection):
                     letters.append((record.key, dead_letter_of(record, outcome.reason, outcome.detail)))
                     self.metrics.feedback_rejected.labels(outcome.reason).inc()
@@ -249,23 +248,37 @@ class FeedbackFollower:
             if not self.snapshots:
                 self._covered[partition] = self._applied[partition]
 
-    def _apply_all(self, parsed: Sequence[Feedback | FeedbackRejection],
-                   partitions: frozenset[int]) -> list[Applied | FeedbackRejection]:
-        """Apply each message on the scorer; a message that fails is refused, never raised."""
-        outcomes: list[Applied | FeedbackRejection] = []
-        for message in parsed:
-            if isinstance(message, FeedbackRejection):
-                outcomes.append(message)
-                continue
+    async def _apply_one(self, message: Feedback | FeedbackRejection,
+                         owned: frozenset[int]) -> Applied | FeedbackRejection:
+        """Apply one message on the scorer between batches: a pattern's devices a slice at a time."""
+        if isinstance(message, FeedbackRejection):
+            return message
+        if message.device_pattern is None:
+            outcome = await self._job(message, owned, None)
+        else:
+            devices = 0
+            registry = self.pipeline.registry
+            for start in range(0, max(registry.high_water, 1), self.slice_devices):
+                part = await self._job(message, owned, range(start, start + self.slice_devices))
+                if isinstance(part, FeedbackRejection):
+                    return part
+                devices += part.devices
+            outcome = Applied(devices)
+        if isinstance(outcome, Applied):
+            self.metrics.feedback_applied.labels(message.kind, self.method, self.model_version).inc()
+        return outcome
+
+    async def _job(self, message: Feedback, owned: frozenset[int],
+                   among: range | None) -> Applied | FeedbackRejection:
+        def apply() -> Applied | FeedbackRejection:
             try:
-                outcome = self.pipeline.apply_feedback(message, partitions)
+                return self.pipeline.apply_feedback(message, owned, among)
             except Exception as exc:  # a bug must not stop detection: refuse the message, loudly
                 log.exception("feedback %s could not be applied", message.kind)
-                outcome = FeedbackRejection("invalid_feedback", f"could not be applied: {exc}"[:200])
-            if isinstance(outcome, Applied):
-                self.metrics.feedback_applied.labels(message.kind, self.method, self.model_version).inc()
-            outcomes.append(outcome)
-        return outcomes
+                return FeedbackRejection("invalid_feedback", f"could not be applied: {exc}"[:200])
+
+        async with self.gate.between_batches():
+            return await self.scorer.run_job(apply, "feedback")
 
     async def commit(self, partitions: Collection[int] | None = None) -> None:
         """Commit the covered offsets (of ``partitions``, or all) that moved."""

@@ -167,17 +167,19 @@ class ScoringPipeline:
         """New devices fall under the first configured rule their id matches."""
         self.registry.table["reg_rule"][slots] = self.rules.rule_of(device_ids)
 
-    def apply_feedback(self, message: Feedback,
-                       partitions: frozenset[int] | None = None) -> Applied | FeedbackRejection:
+    def apply_feedback(self, message: Feedback, partitions: frozenset[int] | None = None,
+                       among: range | None = None) -> Applied | FeedbackRejection:
         """Apply one operator message to the devices it names (of ``partitions``, when given).
 
         A message for one device that this pipeline does not hold (in those
         partitions) is rejected as ``unknown_device``; a pattern message applies
-        to the matching devices held, possibly none.
+        to the matching devices held, possibly none, among the slots ``among``
+        (all of them when None: a caller that must bound the work passes a
+        slice at a time).
         """
         registry = self.registry
         if message.device_pattern is not None:
-            slots = self._matching(message.device_pattern, partitions)
+            slots = self._matching(message.device_pattern, partitions, among)
         else:
             assert message.device_id is not None  # noqa: S101  # parse_feedback checked it
             slot = registry.slot(message.device_id)
@@ -200,11 +202,14 @@ class ScoringPipeline:
             return Applied(len(changed))
         return outcome
 
-    def _matching(self, pattern: str, partitions: frozenset[int] | None) -> npt.NDArray[np.intp]:
-        """Live slots whose device id matches the glob ``pattern`` (of ``partitions``, when given)."""
+    def _matching(self, pattern: str, partitions: frozenset[int] | None,
+                  among: range | None) -> npt.NDArray[np.intp]:
+        """Live slots of ``among`` (and of ``partitions``, if given) whose id matches the glob ``pattern``."""
         registry = self.registry
-        live = (registry.slots_of_partitions(partitions) if partitions is not None
-                else np.flatnonzero(registry.table["reg_live"][:registry.high_water]))
+        start, stop = (0, registry.high_water) if among is None else (among.start, among.stop)
+        stop = min(stop, registry.high_water)
+        live = (registry.slots_of_partitions(partitions, start, stop) if partitions is not None
+                else np.flatnonzero(registry.table["reg_live"][start:stop]) + start)
         match = pattern_regex(pattern).fullmatch
         ids = registry.device_ids(live)
         matching = [slot for slot, device_id in zip(live.tolist(), ids, strict=True) if match(device_id)]

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -100,7 +104,24 @@ async def until(condition: Callable[[], bool], timeout_s: float, message: str,
         if condition():
             return
         await asyncio.sleep(0.05)
-    pytest.fail(message)
+    applied = {(sample.name, sample.labels.get("kind") or sample.labels.get("reason")): sample.value
+               for family in daemon_metrics(task) for sample in family.samples
+               if sample.name.startswith("streamer_feedback") and sample.value}
+    pytest.fail(f"{message} {applied}")
+
+
+DAEMONS: dict[int, Application] = {}
+
+
+def daemon_metrics(task: asyncio.Task[int]) -> list[Any]:
+    daemon = DAEMONS.get(id(task))
+    return [] if daemon is None else list(daemon.metrics.registry.collect())
+
+
+def taken_over(daemon: Application) -> bool:
+    consumer = daemon.consumer
+    return consumer is not None and bool(consumer.assignment()) and consumer.assignment() == set(
+        daemon.commits.active)
 
 
 def handled(daemon: Application) -> float:
@@ -111,8 +132,16 @@ def opened(alerts: list[Alert], first_step: int) -> set[str]:
     return {a.device_id for a in alerts if a.event == "open" and a.ts >= BASE_TS + first_step * INTERVAL_MS}
 
 
+def cli_feedback(config: Config, path: Path, write_config: Callable[[Config, Path], Path],
+                 *args: str) -> None:
+    """``streamer feedback ARGS`` as an operator would run it."""
+    config_path = write_config(config, path)
+    subprocess.run([sys.executable, "-m", "streamer", "feedback", *args, "--config", str(config_path)],
+                   check=True, capture_output=True, timeout=60)
+
+
 async def test_feedback_changes_the_named_devices_decisions_and_survives_a_restart(
-    config_factory: Callable[..., Config],
+    config_factory: Callable[..., Config], write_config: Callable[[Config, Path], Path], tmp_path: Path,
 ) -> None:
     config = config_factory(
         thresholds={"warmup": WARMUP, "record_gate": RecordGateConfig(enabled=False)},
@@ -122,12 +151,15 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
         state={"snapshot_interval_s": 1.0},
         metrics={"enabled": False},
     )
-    muted, answered, neighbour = DEVICES[1], DEVICES[2], DEVICES[4]
+    muted, answered, neighbour, pattern_muted = DEVICES[1], DEVICES[2], DEVICES[4], DEVICES[5]
     produced = 0
 
     daemon = Application(config, metrics=Metrics())
     task = asyncio.create_task(daemon.run())
+    DAEMONS[id(task)] = daemon
     try:
+        # Before the first reading: the daemon creates the topics (the broker would with its own defaults).
+        await until(lambda: taken_over(daemon), 30, "never took over", task)
         produced += await produce(config, range(0, 60))
         await until(lambda: handled(daemon) >= produced, 60, "warm-up not scored", task)
         # A false alarm on one device; a mute of another.
@@ -147,18 +179,24 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
         duplicate = (feedback_key(false_alarm), encode_feedback(false_alarm))
         await send_feedback(config, [duplicate, (feedback_key(mute), encode_feedback(mute)), duplicate,
                                      *hostile])
-        await until(lambda: total(daemon, "streamer_feedback_applied_total") == 2
+        # A pattern mute from the command line: one copy per partition, applied where the device lives.
+        await asyncio.to_thread(cli_feedback, config, tmp_path / "cli.yaml", write_config, "mute",
+                                "--pattern", "fb-0[5]", "--until", "+1d", "--reason", "maintenance")
+        partitions = config.kafka.topic_partitions
+        await until(lambda: total(daemon, "streamer_feedback_applied_total") == 2 + partitions
                     and total(daemon, "streamer_feedback_rejected_total") == 5, 30, "feedback not applied",
                     task)
         assert total(daemon, "streamer_feedback_applied_total", kind="false_alarm") == 1
-        assert total(daemon, "streamer_feedback_applied_total", kind="mute") == 1
+        assert total(daemon, "streamer_feedback_applied_total", kind="mute") == 1 + partitions
         rejected = {reason: total(daemon, "streamer_feedback_rejected_total", reason=reason)
                     for reason in ("duplicate_feedback", "malformed_json", "unknown_device", "unknown_alert",
                                    "key_mismatch")}
         assert rejected == dict.fromkeys(rejected, 1.0)
 
-        # The same spike on the answered, the muted and a neighbouring device: only the neighbour alerts.
-        spikes = {(answered, 85): SPIKE, (muted, 85): SPIKE, (neighbour, 85): SPIKE}
+        # The same spike on the answered, the muted (by id and by pattern) and a neighbouring device:
+        # only the neighbour alerts.
+        spikes = {(answered, 85): SPIKE, (muted, 85): SPIKE, (neighbour, 85): SPIKE,
+                  (pattern_muted, 85): SPIKE}
         produced += await produce(config, range(80, 100), spikes)
         await until(lambda: handled(daemon) >= produced, 30, "second spikes not scored", task)
         await asyncio.sleep(0.5)
@@ -179,7 +217,8 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
     try:
         await until(lambda: total(restarted, "streamer_state_restored_devices_total", outcome="restored")
                     == len(DEVICES), 60, "devices not restored", task)
-        spikes = {(answered, 105): SPIKE, (muted, 105): SPIKE, (neighbour, 105): SPIKE}
+        spikes = {(answered, 105): SPIKE, (muted, 105): SPIKE, (neighbour, 105): SPIKE,
+                  (pattern_muted, 105): SPIKE}
         produced_now = await produce(config, range(100, 120), spikes)
         await until(lambda: handled(restarted) >= produced_now, 30, "spikes after the restart not scored",
                     task)
