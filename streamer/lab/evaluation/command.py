@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamer.config import Config
 from streamer.json_output import write_json
 from streamer.lab.evaluation.recipe import BAD_INPUT, TrainingOptions, configured, train_bundle
+
+if TYPE_CHECKING:
+    from streamer.lab.evaluation.events import EventCounts
 
 log = logging.getLogger("streamer.evaluate")
 
@@ -61,6 +65,7 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     nab.add_argument("--out", type=Path, required=True, help="results root (writes results/<detector>/...)")
     nab.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                      help="evaluate several threshold methods in one run (default: --method)")
+    _add_operator(nab)
     nab.set_defaults(command="evaluate nab", handler=cmd_nab)
 
     telemanom = corpora.add_parser(
@@ -70,6 +75,7 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     telemanom.add_argument("--data", type=Path, required=True, help="directory with train/ and test/")
     telemanom.add_argument("--labels", type=Path, required=True, help="labeled_anomalies.csv")
     telemanom.add_argument("--out", type=Path, default=None, help="where to keep the trained bundle")
+    _add_operator(telemanom)
     telemanom.set_defaults(command="evaluate telemanom", handler=cmd_telemanom)
 
     skab = corpora.add_parser(
@@ -84,6 +90,7 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     skab.add_argument("--window-seconds", type=int, default=60,
                       help="changepoint window to the right of each labelled changepoint (default 60; "
                            "SKAB's notebooks use 30, reported too)")
+    _add_operator(skab)
     skab.set_defaults(command="evaluate skab", handler=cmd_skab)
 
     suite = corpora.add_parser(
@@ -125,6 +132,14 @@ def add_evaluate_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     csv_parser.set_defaults(command="evaluate csv", handler=cmd_csv)
 
 
+def _add_operator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--operator", type=int, default=None, metavar="DELAY",
+                        help="also replay with a simulated operator that answers every alert from the "
+                             "labels DELAY readings after it opens and reports missed anomalies DELAY "
+                             "readings after their end; report precision, recall, F1 and false positives "
+                             "without and with it (JSON: operator)")
+
+
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
@@ -132,8 +147,11 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def cmd_telemanom(args: argparse.Namespace, config: Config) -> int:
     """``streamer evaluate telemanom``."""
-    from streamer.lab.evaluation import telemanom
+    from streamer.lab.evaluation import operator, telemanom
 
+    if args.operator is not None and args.operator < 1:
+        log.error("--operator must be at least 1 reading, got %d", args.operator)
+        return BAD_INPUT
     try:
         channels = telemanom.read_corpus(args.data, args.labels)
     except ValueError as exc:
@@ -145,13 +163,27 @@ def cmd_telemanom(args: argparse.Namespace, config: Config) -> int:
         bundle = train_bundle(telemanom.training_series(channels), out, channels=("value",),
                               options=TrainingOptions.from_args(args),
                               description=telemanom.training_description(args.data))
-    report = telemanom.evaluate(configured(config, method=args.method, mode=args.mode, bundle=bundle,
-                                           range_margin=args.range_margin,
-                                           channels=("value",)), channels)
+    evaluated = configured(config, method=args.method, mode=args.mode, bundle=bundle,
+                           range_margin=args.range_margin, channels=("value",))
+    report = telemanom.evaluate(evaluated, channels)
     document = report.as_dict()
+    if args.operator is not None:
+        answered = telemanom.evaluate(evaluated, channels, operator_delay=args.operator)
+        document["operator"] = operator.comparison(
+            args.operator, _event_summary(report.total), _event_summary(answered.total),
+            feedback=answered.replay.feedback)
     _write_json(args.json, document)
     _print_event_table("spacecraft", document["spacecraft"], document)
+    if args.operator is not None:
+        sys.stdout.write(operator.format_comparison(document["operator"], "labelled sequences and alert "
+                                                                          "episodes, test part") + "\n")
     return 0
+
+
+def _event_summary(counts: EventCounts) -> dict[str, Any]:
+    from streamer.lab.evaluation.operator import summary
+
+    return summary(tp=counts.tp, fp=counts.fp, fn=counts.fn)
 
 
 def cmd_csv(args: argparse.Namespace, config: Config) -> int:

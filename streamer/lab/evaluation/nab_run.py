@@ -16,6 +16,15 @@
 3. Each method's scores are written in NAB's results layout
    (``<out>/results/<detector>/<category>/<detector>_<name>.csv``) so other
    tools can score them, then scored with :mod:`streamer.lab.evaluation.nab_scoring`.
+4. With ``--operator DELAY`` each method is replayed a second time with the
+   same bundle and a simulated operator (:mod:`streamer.lab.evaluation.operator`)
+   that answers from the windows. NAB's own score ranks rows by anomaly score
+   and has no notion of an alert, so the comparison is made at the window
+   level, on alert episodes (:func:`window_counts`): a window overlapped by an
+   episode is a true positive, a window no episode overlaps a false negative,
+   an episode after the probationary period that overlaps no window a false
+   positive; precision, recall and F1 follow. The operator run's NAB scores
+   are reported beside them (its results layout is not written).
 """
 
 from __future__ import annotations
@@ -32,11 +41,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.codec import Alert
 from streamer.config import Config
 from streamer.json_output import write_json
 from streamer.lab.evaluation import nab, nab_scoring
+from streamer.lab.evaluation.events import EventCounts, clip_spans, count_events, episode_spans, total
+from streamer.lab.evaluation.operator import Operator, comparison, format_comparison, summary
 from streamer.lab.evaluation.recipe import BAD_INPUT, TrainingOptions, configured, train_bundle
-from streamer.lab.evaluation.replay import Series, replay
+from streamer.lab.evaluation.replay import ReplayResult, Series, replay
 
 log = logging.getLogger("streamer.evaluate")
 
@@ -101,8 +113,45 @@ class NabOutcome:
                 "detectors": self.detectors}
 
 
+def window_counts(corpus: NabCorpus, alerts: Sequence[Alert]) -> EventCounts:
+    """Window-level counts of alert episodes (see the module docstring, step 4)."""
+    spans = episode_spans(alerts, {item.key: item.timestamps for item in corpus.series})
+    counts = []
+    for item in corpus.series:
+        n = len(item)
+        probationary = nab.probationary_length(n)
+        detected = clip_spans(spans.get(item.key, []), probationary, n - 1)
+        # The windows NAB scores: those with a row past the probationary period.
+        rows = nab.window_rows(item.timestamps, corpus.windows[item.key])
+        windows = [window for window in rows if window[1] >= probationary]
+        counts.append(count_events(windows, detected))
+    return total(counts)
+
+
+def _scored_files(corpus: NabCorpus, replayed: ReplayResult) -> list[nab_scoring.ScoredFile]:
+    # Rows without a score (warm-up, rejected) count as "not anomalous".
+    return [nab_scoring.ScoredFile.from_timestamps(item.key, item.timestamps, np.nan_to_num(scores, nan=0.0),
+                                                   corpus.windows[item.key])
+            for item, scores in zip(corpus.series, replayed.scores, strict=True)]
+
+
+def _with_operator(config: Config, corpus: NabCorpus, series: Sequence[Series], without: ReplayResult,
+                   without_score: nab_scoring.CorpusScore, delay: int) -> dict[str, Any]:
+    """The ``operator`` section of one method's document: replay again with the operator, compare."""
+    labels = {item.key: nab.window_rows(item.timestamps, corpus.windows[item.key]) for item in corpus.series}
+    answered = replay(config, series, feedback=Operator(series, labels, delay))
+    answered_score = nab_scoring.score_corpus(_scored_files(corpus, answered))
+    figures = []
+    for replayed, score in ((without, without_score), (answered, answered_score)):
+        counts = window_counts(corpus, replayed.alerts)
+        normalised = {profile.profile.name: round(profile.normalised, 2) for profile in score}
+        figures.append(summary(tp=counts.tp, fp=counts.fp, fn=counts.fn, scores=normalised))
+    return comparison(delay, figures[0], figures[1], feedback=answered.feedback)
+
+
 def evaluate_corpus(config: Config, corpus: NabCorpus, out: Path, *, bundle: Path,
-                    methods: Sequence[str], mode: str, range_margin: float | None = None) -> NabOutcome:
+                    methods: Sequence[str], mode: str, range_margin: float | None = None,
+                    operator_delay: int | None = None) -> NabOutcome:
     """Replay ``corpus`` once per threshold method, write NAB's results layout under ``out`` and score it.
 
     Args:
@@ -113,6 +162,9 @@ def evaluate_corpus(config: Config, corpus: NabCorpus, out: Path, *, bundle: Pat
         methods: Threshold methods to replay with.
         mode: Predictor mode.
         range_margin: Range novelty margin; None keeps the config's.
+        operator_delay: Also replay with a simulated operator answering after
+            this many readings; each method's document gets an ``operator``
+            section (see the module docstring, step 4).
     """
     series = [Series(item.key, item.timestamps, item.values[:, None]) for item in corpus.series]
     windows = corpus.windows
@@ -120,17 +172,13 @@ def evaluate_corpus(config: Config, corpus: NabCorpus, out: Path, *, bundle: Pat
     documents: list[dict[str, Any]] = []
     for method in methods:
         detector = detector_name(mode, method)
-        replayed = replay(configured(config, method=method, mode=mode, bundle=bundle,
-                                     channels=("value",), range_margin=range_margin),
-                          series)
-        files = []
-        for item, row_scores in zip(corpus.series, replayed.scores, strict=True):
-            # Rows without a score (warm-up, rejected) count as "not anomalous".
-            row_scores = np.nan_to_num(row_scores, nan=0.0)
-            nab.write_results(out / "results", detector, item, row_scores,
+        evaluated = configured(config, method=method, mode=mode, bundle=bundle, channels=("value",),
+                               range_margin=range_margin)
+        replayed = replay(evaluated, series)
+        files = _scored_files(corpus, replayed)
+        for item, scored in zip(corpus.series, files, strict=True):
+            nab.write_results(out / "results", detector, item, scored.scores,
                               nab.window_labels(item.timestamps, windows[item.key]))
-            files.append(nab_scoring.ScoredFile.from_timestamps(item.key, item.timestamps, row_scores,
-                                                                windows[item.key]))
         score = nab_scoring.score_corpus(files)
         scores[detector] = score
         documents.append({
@@ -150,12 +198,18 @@ def evaluate_corpus(config: Config, corpus: NabCorpus, out: Path, *, bundle: Pat
         })
         log.info("%s: standard %.2f (replay %.1f s)", detector, documents[-1]["scores"]["standard"],
                  replayed.seconds)
+        if operator_delay is not None:
+            documents[-1]["operator"] = _with_operator(evaluated, corpus, series, replayed, score,
+                                                        operator_delay)
     return NabOutcome(scores, documents, out / "results")
 
 
 def run_nab(args: argparse.Namespace, config: Config) -> int:
     """Train (unless given a bundle), replay, write results, score and print the table."""
     started = time.monotonic()
+    if args.operator is not None and args.operator < 1:
+        log.error("--operator must be at least 1 reading, got %d", args.operator)
+        return BAD_INPUT
     try:
         corpus = read_corpus(args.data)
     except (OSError, ValueError) as exc:
@@ -170,8 +224,13 @@ def run_nab(args: argparse.Namespace, config: Config) -> int:
                               description=corpus.description)
     outcome = evaluate_corpus(config, corpus, out, bundle=bundle,
                               methods=args.methods or [args.method or config.thresholds.method],
-                              mode=args.mode or config.predictor.lstm.mode, range_margin=args.range_margin)
+                              mode=args.mode or config.predictor.lstm.mode, range_margin=args.range_margin,
+                              operator_delay=args.operator)
     if args.json is not None:
         write_json(args.json, outcome.document(time.monotonic() - started))
     sys.stdout.write(nab_scoring.format_scoreboard(outcome.scores) + "\n")  # the command's output
+    for detector in outcome.detectors:
+        if "operator" in detector:
+            sys.stdout.write(format_comparison(detector["operator"], f"{detector['detector']}, windows and "
+                                                                     "alert episodes") + "\n")
     return 0

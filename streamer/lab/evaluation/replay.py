@@ -10,6 +10,15 @@ production, not a re-implementation of it.
 Series are interleaved by position, as a fleet would send them: the k-th
 reading of every series arrives before the (k+1)-th of any, so all devices
 are scored together in batched calls.
+
+Given a :class:`FeedbackSource` (the simulated operator of
+:mod:`streamer.lab.evaluation.operator`), the replay interleaves feedback
+with the readings: each micro-batch ends at the end of the fleet row the
+source allows (:meth:`FeedbackSource.limit`), is scored, its alerts go to
+the source, and the messages it returns are applied with
+``ScoringPipeline.apply_feedback`` before the next batch is fed. Without
+one, batches are ``batching.max_batch`` readings, fed ahead of scoring as
+before.
 """
 
 from __future__ import annotations
@@ -17,14 +26,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from streamer.codec import Alert, ReadingBatch, ReadingDecoder, encode_reading
 from streamer.config import Config
+from streamer.feedback.messages import Feedback, FeedbackRejection
 from streamer.scoring.batcher import MicroBatcher
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.scoring.predictor import Predictor
@@ -32,6 +43,16 @@ from streamer.scoring.predictor import Predictor
 Float64Array = npt.NDArray[np.float64]
 
 _TOPIC = "replay"
+
+
+class FeedbackSource(Protocol):
+    """Operator feedback to interleave with a replay (see the module docstring)."""
+
+    def limit(self) -> int:
+        """The last fleet row (position in the series) the next micro-batch may hold."""
+
+    def observe(self, alerts: Sequence[Alert], fed: npt.NDArray[np.int64]) -> list[Feedback]:
+        """A scored batch's alerts in; the messages due now out (``fed``: last row fed, per series)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,8 @@ class ReplayResult:
     seconds: float = 0.0
     model_version: str = ""
     method: str = ""
+    # Feedback applied ("applied:<kind>") or rejected ("rejected:<reason>"); empty without a source.
+    feedback: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -72,7 +95,8 @@ class _Record:
     timestamp: int
 
 
-def replay(config: Config, series: Sequence[Series], *, predictor: Predictor | None = None) -> ReplayResult:
+def replay(config: Config, series: Sequence[Series], *, predictor: Predictor | None = None,
+           feedback: FeedbackSource | None = None) -> ReplayResult:
     """Score every reading of ``series`` as the daemon would.
 
     Args:
@@ -80,6 +104,7 @@ def replay(config: Config, series: Sequence[Series], *, predictor: Predictor | N
             alerts, batching.max_batch).
         series: The devices; ids must be unique and match the device id pattern.
         predictor: A ready predictor (default: the one ``config`` names).
+        feedback: Operator feedback to apply between batches (default: none).
     """
     ids = [item.device_id for item in series]
     if len(set(ids)) != len(ids):
@@ -88,26 +113,49 @@ def replay(config: Config, series: Sequence[Series], *, predictor: Predictor | N
     result = ReplayResult(scores=[np.full(len(item), np.nan) for item in series], alerts=[],
                           model_version=pipeline.predictor.version, method=pipeline.threshold.method)
     started = time.perf_counter()
-    asyncio.run(_run(config, pipeline, series, result))
+    asyncio.run(_run(config, pipeline, series, result) if feedback is None
+                else _run_with_feedback(config, pipeline, series, result, feedback))
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _decoder(config: Config) -> ReadingDecoder:
+    readings = config.readings
+    return ReadingDecoder(list(readings.channels), device_id_pattern=readings.device_id_pattern,
+                          max_message_bytes=readings.max_message_bytes, max_future_ms=readings.max_future_ms)
+
+
+def _batcher(config: Config) -> MicroBatcher[_Chunk]:
+    # No waiting: offline, a micro-batch is whatever is queued, up to max_batch.
+    return MicroBatcher(max_batch=config.batching.max_batch, max_wait_ms=0.0,
+                        queue_size=config.batching.queue_size)
+
+
+def _score(pipeline: ScoringPipeline, queued: Sequence[_Chunk], channels: int, result: ReplayResult
+           ) -> list[Alert]:
+    """Score one micro-batch into ``result``; returns its alerts."""
+    batch = ReadingBatch.concat([item.readings for item in queued], channels)
+    origin = np.concatenate([item.origin[item.readings.record_index] for item in queued])
+    batch.record_index = np.arange(len(batch), dtype=np.intp)
+    scored = pipeline.score(batch)
+    for rejection in scored.rejections:
+        result.rejected[rejection.reason] += 1
+    result.alerts.extend(scored.alerts)
+    for position, (series_index, row) in enumerate(origin.tolist()):
+        result.scores[series_index][row] = scored.scores[position]
+    result.readings += len(batch)
+    return scored.alerts
 
 
 async def _run(
     config: Config, pipeline: ScoringPipeline, series: Sequence[Series], result: ReplayResult
 ) -> None:
     channels = list(config.readings.channels)
-    readings = config.readings
-    decoder = ReadingDecoder(channels, device_id_pattern=readings.device_id_pattern,
-                             max_message_bytes=readings.max_message_bytes,
-                             max_future_ms=readings.max_future_ms)
-    max_batch = config.batching.max_batch
-    # No waiting: offline, a micro-batch is whatever is queued, up to max_batch.
-    batcher: MicroBatcher[_Chunk] = MicroBatcher(max_batch=max_batch, max_wait_ms=0.0,
-                                                 queue_size=config.batching.queue_size)
+    decoder = _decoder(config)
+    batcher = _batcher(config)
 
     async def feed() -> None:
-        for chunk in _chunks(series, channels, max_batch):
+        for chunk in _chunks(series, channels, config.batching.max_batch):
             decoded = decoder.decode(chunk.records)
             for rejection in decoded.rejections:
                 result.rejected[rejection.reason] += 1
@@ -119,17 +167,31 @@ async def _run(
         queued = await batcher.next_batch()
         if not queued:
             break
-        batch = ReadingBatch.concat([item.readings for item in queued], len(channels))
-        origin = np.concatenate([item.origin[item.readings.record_index] for item in queued])
-        batch.record_index = np.arange(len(batch), dtype=np.intp)
-        scored = pipeline.score(batch)
-        for rejection in scored.rejections:
-            result.rejected[rejection.reason] += 1
-        result.alerts.extend(scored.alerts)
-        for position, (series_index, row) in enumerate(origin.tolist()):
-            result.scores[series_index][row] = scored.scores[position]
-        result.readings += len(batch)
+        _score(pipeline, queued, len(channels), result)
     await feeder
+
+
+async def _run_with_feedback(config: Config, pipeline: ScoringPipeline, series: Sequence[Series],
+                             result: ReplayResult, source: FeedbackSource) -> None:
+    """Feed one batch, score it, apply the feedback now due; repeat (nothing is fed ahead)."""
+    channels = list(config.readings.channels)
+    decoder = _decoder(config)
+    batcher = _batcher(config)
+    fed = np.full(len(series), -1, dtype=np.int64)
+    # The generator runs on between batches, so it reads the limit after the last feedback.
+    for chunk in _chunks(series, channels, config.batching.max_batch, limit=source.limit):
+        decoded = decoder.decode(chunk.records)
+        for rejection in decoded.rejections:
+            result.rejected[rejection.reason] += 1
+        await batcher.put(_Chunk(decoded.readings, chunk.origin))
+        queued = await batcher.next_batch()  # exactly this chunk: nothing else is queued
+        alerts = _score(pipeline, queued, len(channels), result)
+        np.maximum.at(fed, chunk.origin[:, 0], chunk.origin[:, 1])
+        for message in source.observe(alerts, fed):
+            outcome = pipeline.apply_feedback(message)
+            result.feedback[f"rejected:{outcome.reason}" if isinstance(outcome, FeedbackRejection)
+                            else f"applied:{message.kind}"] += 1
+    await batcher.close()
 
 
 @dataclass(frozen=True)
@@ -149,8 +211,13 @@ class _Encoded:
     origin: npt.NDArray[np.intp]
 
 
-def _chunks(series: Sequence[Series], channels: Sequence[str], size: int) -> Iterator[_Encoded]:
-    """Wire records interleaved by position, ``size`` at a time."""
+def _chunks(series: Sequence[Series], channels: Sequence[str], size: int,
+            limit: Callable[[], int] | None = None) -> Iterator[_Encoded]:
+    """Wire records interleaved by position, ``size`` at a time.
+
+    With ``limit``, a chunk also ends with the fleet row ``limit()`` returns
+    (asked at the end of every row).
+    """
     longest = max((len(item) for item in series), default=0)
     records: list[_Record] = []
     origin: list[tuple[int, int]] = []
@@ -171,5 +238,8 @@ def _chunks(series: Sequence[Series], channels: Sequence[str], size: int) -> Ite
             if len(records) == size:
                 yield _Encoded(records, np.array(origin, dtype=np.intp))
                 records, origin = [], []
+        if limit is not None and records and row >= limit():
+            yield _Encoded(records, np.array(origin, dtype=np.intp))
+            records, origin = [], []
     if records:
         yield _Encoded(records, np.array(origin, dtype=np.intp))

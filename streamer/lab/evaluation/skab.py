@@ -34,10 +34,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.codec import Alert
 from streamer.config import Config
 from streamer.lab.evaluation import skab_scoring
-from streamer.lab.evaluation.events import clip_spans, episode_spans, span_mask
+from streamer.lab.evaluation.events import (
+    EventCounts,
+    Span,
+    clip_spans,
+    count_events,
+    episode_spans,
+    span_mask,
+    total,
+)
 from streamer.lab.evaluation.nab import parse_timestamps
+from streamer.lab.evaluation.operator import Operator
 from streamer.lab.evaluation.replay import ReplayResult, Series, replay
 
 log = logging.getLogger(__name__)
@@ -197,15 +207,48 @@ def predicted_rows(spans: Sequence[tuple[int, int]], n_rows: int) -> BoolArray:
     return span_mask(clip_spans(spans, TRAIN_ROWS, n_rows - 1, shift=TRAIN_ROWS), n_rows - TRAIN_ROWS)
 
 
+def anomaly_spans(labels: BoolArray) -> list[Span]:
+    """Runs of labelled rows as inclusive ``(first, last)`` ranges.
+
+    >>> anomaly_spans(np.array([0, 1, 1, 0, 0, 1], bool))
+    [(1, 2), (5, 5)]
+    """
+    edges = np.diff(np.concatenate([[0], labels.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    return [(int(a), int(b)) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def episode_counts(experiments: Sequence[Experiment], alerts: Sequence[Alert]) -> EventCounts:
+    """Alert episodes against labelled anomalies in the test parts, event by event (as telemanom counts).
+
+    Not SKAB's protocol (it counts rows): how many episodes an operator saw
+    that overlapped no labelled anomaly.
+    """
+    spans = episode_spans(alerts, {item.key: item.ts_ms for item in experiments})
+    counts = []
+    for item in experiments:
+        last = len(item) - 1
+        counts.append(count_events(anomaly_spans(item.anomaly[item.test]),
+                                   clip_spans(spans.get(item.key, []), TRAIN_ROWS, last, shift=TRAIN_ROWS)))
+    return total(counts)
+
+
 def evaluate(config: Config, experiments: Sequence[Experiment], *,
-             window_seconds: int = DEFAULT_WINDOW_SECONDS) -> SkabReport:
+             window_seconds: int = DEFAULT_WINDOW_SECONDS, operator_delay: int | None = None) -> SkabReport:
     """Replay every experiment and score its test part as SKAB does.
 
     ``config`` must read the eight :data:`SENSORS` channels (see
-    :func:`streamer.lab.evaluation.recipe.configured`).
+    :func:`streamer.lab.evaluation.recipe.configured`). With
+    ``operator_delay``, a simulated operator
+    (:mod:`streamer.lab.evaluation.operator`) answers every alert from the
+    anomaly labels that many readings later: an episode overlapping a run of
+    labelled rows is confirmed (it holds true positive rows), any other is a
+    false alarm.
     """
     series = [Series(item.key, item.ts_ms, item.values) for item in experiments]
-    result = replay(config, series)
+    operator = None if operator_delay is None else Operator(
+        series, {item.key: anomaly_spans(item.anomaly) for item in experiments}, operator_delay)
+    result = replay(config, series, feedback=operator)
     spans = episode_spans(result.alerts, {item.device_id: item.ts_ms for item in series})
     per_experiment: dict[str, skab_scoring.Confusion] = {}
     episodes: dict[str, int] = {}

@@ -10,6 +10,13 @@
    through :func:`streamer.lab.evaluation.replay.replay`.
 3. Test rows inside alert episodes are the binary prediction that
    :mod:`streamer.lab.evaluation.skab_scoring` scores.
+4. With ``--operator DELAY`` the experiments are replayed a second time with
+   the same bundle and a simulated operator (:mod:`streamer.lab.evaluation.operator`)
+   answering from the anomaly labels. Figures as SKAB counts them, test rows
+   pooled over experiments: precision ``TP / (TP + FP)``, recall
+   ``TP / (TP + FN)``, F1 (SKAB's, the same harmonic mean), false positives
+   = rows predicted anomalous outside a labelled anomaly; ``events`` adds the
+   episode-level counts (:func:`streamer.lab.evaluation.skab.episode_counts`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from streamer.config import Config
 from streamer.json_output import write_json
 from streamer.lab.evaluation import skab, skab_scoring
 from streamer.lab.evaluation.nab_run import detector_name
+from streamer.lab.evaluation.operator import comparison, format_comparison, summary
 from streamer.lab.evaluation.recipe import BAD_INPUT, TrainingOptions, configured, train_bundle
 
 log = logging.getLogger("streamer.evaluate")
@@ -46,17 +54,22 @@ class SkabOutcome:
     mode: str
     report: skab.SkabReport
     experiment_count: int
+    operator: dict[str, Any] | None = None  # the comparison with a simulated operator, when run
 
     def document(self, *, train_seconds: float, seconds: float) -> dict[str, Any]:
         """The JSON document ``streamer evaluate skab --json`` writes."""
-        return {"detector": self.detector, "mode": self.mode, **self.report.as_dict(),
-                "experiment_count": self.experiment_count, "train_seconds": round(train_seconds, 1),
-                "seconds": round(seconds, 1)}
+        document = {"detector": self.detector, "mode": self.mode, **self.report.as_dict(),
+                    "experiment_count": self.experiment_count, "train_seconds": round(train_seconds, 1),
+                    "seconds": round(seconds, 1)}
+        if self.operator is not None:
+            document["operator"] = self.operator
+        return document
 
 
 def evaluate_experiments(config: Config, experiments: Sequence[skab.Experiment], *, bundle: Path, method: str,
                          mode: str, range_margin: float | None = None,
-                         window_seconds: int = skab.DEFAULT_WINDOW_SECONDS) -> SkabOutcome:
+                         window_seconds: int = skab.DEFAULT_WINDOW_SECONDS,
+                         operator_delay: int | None = None) -> SkabOutcome:
     """Replay ``experiments`` with ``bundle`` under ``config`` and score them.
 
     Args:
@@ -67,11 +80,26 @@ def evaluate_experiments(config: Config, experiments: Sequence[skab.Experiment],
         mode: Predictor mode.
         range_margin: Range novelty margin; None keeps the config's.
         window_seconds: Changepoint window to the right of each labelled changepoint.
+        operator_delay: Also replay with a simulated operator answering after
+            this many readings (see the module docstring, step 4).
     """
-    report = skab.evaluate(configured(config, method=method, mode=mode, bundle=bundle, channels=skab.SENSORS,
-                                      range_margin=range_margin),
-                           experiments, window_seconds=window_seconds)
-    return SkabOutcome(detector_name(mode, method), mode, report, len(experiments))
+    evaluated = configured(config, method=method, mode=mode, bundle=bundle, channels=skab.SENSORS,
+                           range_margin=range_margin)
+    report = skab.evaluate(evaluated, experiments, window_seconds=window_seconds)
+    operator = None
+    if operator_delay is not None:
+        answered = skab.evaluate(evaluated, experiments, window_seconds=window_seconds,
+                                 operator_delay=operator_delay)
+        operator = comparison(operator_delay, _figures(report, experiments), _figures(answered, experiments),
+                              feedback=answered.replay.feedback)
+    return SkabOutcome(detector_name(mode, method), mode, report, len(experiments), operator)
+
+
+def _figures(report: skab.SkabReport, experiments: Sequence[skab.Experiment]) -> dict[str, Any]:
+    """One run's row-level figures for the ``operator`` section, with its episode-level counts."""
+    rows, episodes = report.outliers, skab.episode_counts(experiments, report.replay.alerts)
+    return summary(tp=rows.tp, fp=rows.fp, fn=rows.fn, far=round(rows.far, 4), nab=report.nab(),
+                   events=summary(tp=episodes.tp, fp=episodes.fp, fn=episodes.fn))
 
 
 def run_skab(args: argparse.Namespace, config: Config) -> int:
@@ -79,6 +107,9 @@ def run_skab(args: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     if args.window_seconds <= 0:
         log.error("--window-seconds must be positive, got %d", args.window_seconds)
+        return BAD_INPUT
+    if args.operator is not None and args.operator < 1:
+        log.error("--operator must be at least 1 reading, got %d", args.operator)
         return BAD_INPUT
     try:
         experiments = skab.read_corpus(args.data)
@@ -97,7 +128,8 @@ def run_skab(args: argparse.Namespace, config: Config) -> int:
     outcome = evaluate_experiments(config, experiments, bundle=bundle,
                                    method=args.method or config.thresholds.method,
                                    mode=args.mode or config.predictor.lstm.mode,
-                                   range_margin=args.range_margin, window_seconds=args.window_seconds)
+                                   range_margin=args.range_margin, window_seconds=args.window_seconds,
+                                   operator_delay=args.operator)
     if args.json is not None:
         write_json(args.json, outcome.document(train_seconds=train_seconds,
                                                seconds=time.monotonic() - started))
@@ -109,5 +141,7 @@ def run_skab(args: argparse.Namespace, config: Config) -> int:
     for width in sorted(report.changepoints):  # the published widths and --window-seconds
         lines += [f"changepoint detection, NAB variant, {width} s window to the right:",
                   skab_scoring.format_changepoint_table({detector: report.nab(width)}, width), ""]
+    if outcome.operator is not None:
+        lines += [format_comparison(outcome.operator, "test rows"), ""]
     sys.stdout.write("\n".join(lines))  # the command's output
     return 0

@@ -52,6 +52,7 @@ from streamer.lab.evaluation.events import (
     span_mask,
     total,
 )
+from streamer.lab.evaluation.operator import Operator
 from streamer.lab.evaluation.replay import ReplayResult, Series, replay
 
 log = logging.getLogger(__name__)
@@ -182,13 +183,32 @@ def _distinct(channels: Sequence[Channel]) -> list[Channel]:
     return list(first.values())
 
 
-def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
+def label_rows(channels: Sequence[Channel]) -> dict[str, list[Span]]:
+    """Every labelled anomaly of each channel (all its labels rows) as rows of its replayed series.
+
+    >>> test = np.zeros((50, 1))
+    >>> label_rows([Channel("A-1", "MSL", np.zeros((100, 1)), test, [(5, 9)], "A-1"),
+    ...             Channel("A-1", "MSL", np.zeros((100, 1)), test, [(20, 29), (5, 9)], "A-1#2")])
+    {'A-1': [(105, 109), (120, 129)]}
+    """
+    rows: dict[str, set[Span]] = {}
+    for channel in channels:
+        shift = len(channel.train)
+        rows.setdefault(channel.chan_id, set()).update((first + shift, last + shift)
+                                                       for first, last in channel.anomalies)
+    return {chan_id: sorted(spans) for chan_id, spans in rows.items()}
+
+
+def evaluate(config: Config, channels: Sequence[Channel], *, operator_delay: int | None = None
+             ) -> TelemanomReport:
     """Replay every distinct channel (train then test) and score the test part's alert episodes.
 
     Every row of ``channels`` (from :func:`read_corpus`) is scored on its own
     against its channel's detections, and counted in its own spacecraft.
     ``config`` must have the single channel ``value`` and a predictor trained
-    for it.
+    for it. With ``operator_delay``, a simulated operator
+    (:mod:`streamer.lab.evaluation.operator`) answers every alert from the
+    labels (every labels row of the channel) that many readings later.
 
     Raises:
         ValueError: Two rows with one key.
@@ -201,7 +221,8 @@ def evaluate(config: Config, channels: Sequence[Channel]) -> TelemanomReport:
         values = np.concatenate([channel.train[:, 0], channel.test[:, 0]])[:, None]
         series.append(Series(channel.chan_id, _EPOCH_MS + np.arange(len(values), dtype=np.int64) * _STEP_MS,
                              values))
-    result = replay(config, series)
+    operator = None if operator_delay is None else Operator(series, label_rows(channels), operator_delay)
+    result = replay(config, series, feedback=operator)
     spans = episode_spans(result.alerts, {item.device_id: item.ts_ms for item in series})
     per_channel: dict[str, EventCounts] = {}
     per_craft: dict[str, list[EventCounts]] = {}
