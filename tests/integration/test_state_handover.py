@@ -6,7 +6,8 @@
    restart (which needs warm state).
 2. Rebalance: daemon A owns every partition; daemon B joins; the partitions
    that move are restored on B, A keeps the rest as they are and releases
-   the moved devices.
+   the moved devices. An operator's mute of every device, given before the
+   move, holds on both daemons after it.
 3. A crafted snapshot stamped beyond the committed offset is ignored, an
    older-stamped one is restored and brought up to date by replay, and one
    of another model layout is ignored.
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streamer.codec import ReadingDecoder, decode_alert, encode_reading
 from streamer.config import Config, RecordGateConfig
 from streamer.embedded_broker import free_port
+from streamer.feedback.messages import encode_feedback, new_feedback
 from streamer.kafka.clients import ensure_state_topic, ensure_topics
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
@@ -59,7 +61,8 @@ def value(device: int, step: int) -> float:
 
 
 async def produce(config: Config, steps: range, *, spike: tuple[str, int] | None = None,
-                  devices: list[str] = DEVICES, partition: int | None = None) -> int:
+                  devices: list[str] = DEVICES, partition: int | None = None,
+                  spikes: Collection[tuple[str, int]] = ()) -> int:
     """One reading per device and step (keyed by device); returns how many."""
     producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
     await producer.start()
@@ -67,7 +70,8 @@ async def produce(config: Config, steps: range, *, spike: tuple[str, int] | None
         futures = []
         for step in steps:
             for d, device_id in enumerate(devices):
-                reading = value(d, step) + (SPIKE if spike == (device_id, step) else 0.0)
+                spiked = spike == (device_id, step) or (device_id, step) in spikes
+                reading = value(d, step) + (SPIKE if spiked else 0.0)
                 futures.append(await producer.send(
                     config.kafka.input_topic, key=device_id.encode(), partition=partition,
                     value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
@@ -75,6 +79,19 @@ async def produce(config: Config, steps: range, *, spike: tuple[str, int] | None
     finally:
         await producer.stop()
     return len(futures)
+
+
+async def mute_every_device(config: Config) -> None:
+    """A pattern mute on every partition of the feedback topic (as ``streamer feedback mute --pattern``)."""
+    message = encode_feedback(new_feedback("mute", device_pattern="dev-*", until_ts=BASE_TS + 10**9))
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for partition in range(config.kafka.topic_partitions):
+            await producer.send_and_wait(config.kafka.feedback_topic, message, key=b"dev-*",
+                                         partition=partition)
+    finally:
+        await producer.stop()
 
 
 def base_config(config_factory: Callable[..., Config]) -> Config:
@@ -258,6 +275,11 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
         await until(lambda: scored_or_warming(first) >= produced, 30, "first did not score", tasks)
         warmup_before = sample(first, "streamer_readings_warmup_total")
         assert warmup_before == WARMUP * len(DEVICES)
+        # Operator feedback is device state too: every device is muted before the partitions move.
+        await mute_every_device(config)
+        await until(lambda: sample(first, "streamer_feedback_applied_total", kind="mute",
+                                   method="zscore", model_version=first.pipeline.predictor.version)
+                    == config.kafka.topic_partitions, 30, "the mute was not applied", tasks)
 
         second_task = asyncio.create_task(second.run())
         tasks.append(second_task)
@@ -277,7 +299,8 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
         assert first.pipeline.registry.slots_of_partitions(moved).size == 0
         assert sample(first, "streamer_state_restored_devices_total", outcome="restored") == 0
 
-        later = await produce(config, range(25, 35))
+        # A spike on every device: the moved ones kept their mute on B, the others on A.
+        later = await produce(config, range(25, 35), spikes=[(device, 30) for device in DEVICES])
         await until(lambda: consumed(first) + consumed(second) >= produced + later, 30,
                     "readings after the rebalance not consumed", tasks)
         await until(lambda: sample(first, "streamer_readings_scored_total")
@@ -285,6 +308,9 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
                     - WARMUP * len(DEVICES), 10, "not scored", tasks)
         assert sample(second, "streamer_readings_warmup_total") == 0
         assert sample(first, "streamer_readings_warmup_total") == warmup_before
+        for daemon in (first, second):
+            assert sample(daemon, "streamer_suppressed_flags_total", reason="mute") >= 1
+            assert sample(daemon, "streamer_alerts_total", event="open", method="zscore") == 0
     finally:
         first.request_stop()
         second.request_stop()
