@@ -90,6 +90,8 @@ def annotations_of(first: AlertEvent, latest: AlertEvent, style: AlertStyle) -> 
         "event": alert.event,
         # The PagerDuty-style key: one incident per episode.
         "dedup_key": alert.alert_id,
+        # What the operator runs to answer it (or `confirmed`): README, Operators in the loop.
+        "feedback": f"streamer feedback false-alarm --device {alert.device_id} --alert-id {alert.alert_id}",
     }
     link = style.dashboard(first)
     if link is not None:

@@ -17,6 +17,7 @@ def test_a_firing_episode_carries_its_labels_annotations_and_an_end_ahead() -> N
                                  "channel": "value", "severity": "critical", "model_version": "lstm-abc"}
     notes = payload["annotations"]
     assert notes["dedup_key"] == "ep-1"
+    assert notes["feedback"] == "streamer feedback false-alarm --device pump-1 --alert-id ep-1"
     assert (notes["actual"], notes["forecast"], notes["residual"]) == ("18.98", "9.16", "9.82")
     assert (notes["score"], notes["threshold"], notes["method"]) == ("0.995", "3.99", "zscore")
     assert notes["dashboard"] == "https://grafana/d/dev?var-device=pump-1&var-channel=value"
