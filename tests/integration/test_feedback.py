@@ -1,10 +1,13 @@
 """Operator feedback on the real broker: it changes the next decisions of the device it names, and no other.
 
 One daemon (in process) scores a fleet; feedback is written to the feedback
-topic as any Kafka client would. A mute and a false alarm change what the
+topic as any Kafka client would (and a pattern mute with ``streamer
+feedback``). A mute (by id and by pattern) and a false alarm change what the
 named device alerts next, and not its neighbours'; duplicate and hostile
 messages are counted and dead-lettered; after a restart the new daemon
-restores the adjustments with the devices' state and applies nothing twice.
+restores the adjustments with the devices' state and applies nothing twice;
+then unmute, new_normal and missed each change their own device's next
+decisions. (Restore across a rebalance: tests/integration/test_state_handover.py.)
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ WARMUP = 20
 BASE_TS = 1_700_000_000_000
 INTERVAL_MS = 100
 SPIKE = 8.0  # far above the noise, yet a finite surprise (a score below 1)
+BUMP = 3.0  # a surprise of 7-10 at the steps used: under the method's bar (14.4), over a quarter of it
+SHIFT = 6.0  # a level shift
 
 
 def value(device: int, step: int) -> float:
@@ -146,7 +151,7 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
     config = config_factory(
         thresholds={"warmup": WARMUP, "record_gate": RecordGateConfig(enabled=False)},
         # Any false alarm's bar may rise as high as needed: the spikes repeat at one size.
-        feedback=msgspec.structs.asdict(FeedbackConfig(margin=1.0, max_factor=1e9)),
+        feedback=msgspec.structs.asdict(FeedbackConfig(margin=1.0, max_factor=1e9, min_factor=0.25)),
         alerts={"resolve_after": 5},
         state={"snapshot_interval_s": 1.0},
         metrics={"enabled": False},
@@ -195,8 +200,9 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
 
         # The same spike on the answered, the muted (by id and by pattern) and a neighbouring device:
         # only the neighbour alerts.
+        # A bump on a fourth device is under the method's bar: no alert (until it is reported missed).
         spikes = {(answered, 85): SPIKE, (muted, 85): SPIKE, (neighbour, 85): SPIKE,
-                  (pattern_muted, 85): SPIKE}
+                  (pattern_muted, 85): SPIKE, (DEVICES[3], 88): BUMP}
         produced += await produce(config, range(80, 100), spikes)
         await until(lambda: handled(daemon) >= produced, 30, "second spikes not scored", task)
         await asyncio.sleep(0.5)
@@ -227,6 +233,26 @@ async def test_feedback_changes_the_named_devices_decisions_and_survives_a_resta
         await asyncio.sleep(1.0)  # time for the follower to read anything left uncommitted
         assert total(restarted, "streamer_feedback_applied_total") == 0
         assert total(restarted, "streamer_feedback_rejected_total") == 0
+
+        # The other kinds, each on its own device: unmute, new_normal (from the time a level
+        # shift begins) and missed (three reports: the bar down to min_factor).
+        renewed, missed = DEVICES[0], DEVICES[3]
+        step_ts = [BASE_TS + step * INTERVAL_MS for step in range(200)]
+        kinds = [new_feedback("unmute", device_id=muted),
+                 new_feedback("new_normal", device_id=renewed, from_ts=step_ts[135]),
+                 *[new_feedback("missed", device_id=missed, start_ts=step_ts[s], end_ts=step_ts[s])
+                   for s in (60, 61, 62)]]
+        await send_feedback(config, [(feedback_key(m), encode_feedback(m)) for m in kinds])
+        await until(lambda: total(restarted, "streamer_feedback_applied_total") == len(kinds), 30,
+                    "feedback after the restart not applied", task)
+        changes = {(muted, 125): SPIKE, (missed, 151): BUMP,
+                   **{(device, step): SHIFT for device in (renewed, neighbour) for step in range(135, 170)}}
+        produced_now += await produce(config, range(120, 170), changes)
+        await until(lambda: handled(restarted) >= produced_now, 30, "the last readings not scored", task)
+        await asyncio.sleep(0.5)
+        # The unmuted device alerts again, the missed one alerts on a bump it ignored before, and
+        # the level shift is news for the neighbour only.
+        assert opened(await alerts_of(config), 120) == {muted, missed, neighbour}
     finally:
         restarted.request_stop()
         assert await asyncio.wait_for(task, 30) == 0
