@@ -11,7 +11,8 @@ bar is the method's own: the surprise at which it flags (its *base*).
 
 - ``false_alarm`` raises the bar of the channel that raised the alert to the
   episode's peak surprise times ``1 + feedback.margin``: a flag of the same
-  size on that channel no longer stands, a larger one still does. The bar
+  size on that channel no longer opens an episode, a larger one still does
+  (inside an open episode flags stand, so one incident stays one episode). The bar
   never goes above ``feedback.max_factor`` times the base, so one click cannot
   blind a device.
 - ``missed`` lowers the bar (the channel's, or every channel's) by
@@ -40,7 +41,7 @@ nothing more.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,11 +163,14 @@ class OperatorAdjustments:
 
     def gate(self, slots: IndexArray, ts: Int64Array, seen: Int64Array, scored: BoolArray,
              decision: ThresholdResult, flags: Int64Array, counts: GateCounts,
-             rule: Int64Array | None = None) -> ThresholdResult:
+             rule: Int64Array | None = None,
+             episode_open: Callable[[IndexArray], BoolArray] | None = None) -> ThresholdResult:
         """The round's decision with each device's adjustments and rules applied.
 
         ``flags`` from :meth:`flags`; ``rule`` (each row's rule, ``NO_RULE``
-        for none) is None when no rule is configured.
+        for none) is None when no rule is configured; ``episode_open`` tells
+        which devices have an open episode (a bar never takes a flag away
+        inside one).
         """
         ruled = rule is not None and bool((rule != NO_RULE).any())
         if not flags.any() and not ruled:
@@ -189,6 +193,10 @@ class OperatorAdjustments:
                 bar = bar * sensitivity[bar_rows]
             odds = surprise(decision.score[bar_rows])
             below = anomalous[bar_rows] & (odds < bar)
+            if episode_open is not None and below.any():
+                # A bar only stops an episode from opening: taking flags away inside an open one
+                # would split it, and each part would page (measured: README, Operators in the loop).
+                below &= ~episode_open(slots[bar_rows])
             self._count(counts, "feedback", int(np.count_nonzero(below)))
             anomalous[bar_rows[below]] = False
             raised = ~anomalous[bar_rows] & scored[bar_rows] & (base > 0) & (bar < base) & (odds >= bar)

@@ -306,7 +306,8 @@ class ScoringPipeline:
             decision = apply_stuck(self.stuck, round_slots, values, scored, decision)
         if flags.any() or rule is not None:
             counts = GateCounts(result.suppressed)
-            decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts, rule)
+            decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts, rule,
+                                      self.episodes.is_open)
         episode = self.episodes.update(round_slots, ts, decision.anomalous, decision.score, scored)
         operators.track(round_slots, decision, episode, episode.open_now)
         scored_count = int(np.count_nonzero(scored))

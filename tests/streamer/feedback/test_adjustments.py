@@ -7,11 +7,15 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
+from streamer.alerts.episodes import EpisodeChanges, alert_id
 from streamer.codec import Alert, ReadingBatch
-from streamer.config import RecordGateConfig
-from streamer.feedback.adjustments import Applied
+from streamer.config import FeedbackConfig, RecordGateConfig, ThresholdsConfig
+from streamer.feedback.adjustments import Applied, GateCounts, OperatorAdjustments
 from streamer.feedback.messages import Feedback, FeedbackRejection, new_feedback
+from streamer.feedback.rules import RuleBook
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
+from streamer.state.slot_table import SlotTable
+from streamer.thresholds.result import ThresholdResult
 from tests.fakes import offline_config
 
 DEVICES = ("a", "b")
@@ -28,10 +32,11 @@ def _batch(t: int, values: Iterable[float]) -> ReadingBatch:
 class Fleet:
     """Two devices with the same quiet signal; spikes of a chosen size at chosen readings."""
 
-    def __init__(self, **feedback: object) -> None:
+    def __init__(self, resolve_after: int = 100, **feedback: object) -> None:
         # No record gate: a flag then stands on its own size, which is what feedback changes.
         thresholds = {"record_gate": RecordGateConfig(enabled=False)}
-        self.pipeline = ScoringPipeline(offline_config(thresholds=thresholds, feedback=feedback))
+        self.pipeline = ScoringPipeline(offline_config(thresholds=thresholds, feedback=feedback,
+                                                       alerts={"resolve_after": resolve_after}))
         self.t = 0
         self.rng = np.random.default_rng(3)
 
@@ -79,6 +84,30 @@ def test_a_false_alarm_leaves_larger_anomalies_alerting(fleet: Fleet) -> None:
     fleet.apply("false_alarm", device_id="a", alert_id=first.alert_id)
     alerts, _ = fleet.run(200, {50: 8.0})  # far beyond the bar's ceiling (max_factor)
     assert len(_opens(alerts, "a")) == 1
+
+
+def test_a_false_alarms_bar_takes_no_flag_inside_an_open_episode() -> None:
+    thresholds = ThresholdsConfig()
+    table = SlotTable(4)
+    adjustments = OperatorAdjustments(table, ["value"], FeedbackConfig(margin=1.0), thresholds,
+                                      RuleBook([], ["value"], thresholds))
+    slots = np.array([0, 1])
+    flagged = ThresholdResult(score=np.array([0.95, 0.95]), anomalous=np.array([True, True]),
+                              channel=np.zeros(2, np.intp), smoothed=np.ones(2), threshold=np.ones(2),
+                              channel_scores=np.full((2, 1), 0.95))
+    # An episode opened on both devices at this size; both are answered as false alarms.
+    none = np.array([], np.intp)
+    opened = EpisodeChanges(opened=np.array([0, 1]), updated=none, resolved=none,
+                            episode_start=np.array([1_000, 1_000]), open_now=np.array([True, True]))
+    adjustments.track(slots, flagged, opened, opened.open_now)
+    for slot, device in enumerate(("a", "b")):
+        message = new_feedback("false_alarm", device_id=device, alert_id=alert_id(device, 1_000, "v1"))
+        assert adjustments.apply(message, slot, device, "v1", seen=10, last_ts=1_000) == Applied(1)
+    # The same size again: it stands on "a", whose episode is still open, and opens nothing on "b".
+    gated = adjustments.gate(slots, np.array([2_000, 2_000]), np.array([11, 11]), np.array([True, True]),
+                             flagged, adjustments.flags(slots), GateCounts(),
+                             episode_open=lambda s: s == 0)
+    assert gated.anomalous.tolist() == [True, False]
 
 
 def test_a_false_alarm_decays_back() -> None:
