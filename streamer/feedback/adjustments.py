@@ -109,10 +109,9 @@ class Applied:
 
 @dataclass
 class GateCounts:
-    """Flags the gate took away (suppressed) or added, per reason, in one round."""
+    """Flags the gate took away, per reason, in one round."""
 
     suppressed: dict[SuppressionReason, int] = dataclasses.field(default_factory=dict)
-    added: int = 0
 
 
 class OperatorAdjustments:
@@ -177,8 +176,6 @@ class OperatorAdjustments:
             return decision
         table, book = self.table, self.rules
         anomalous = decision.anomalous.copy()
-        if rule is not None and ruled:
-            self._rule_gate(rule, ts, decision, anomalous, counts)
         sensitivity = book.sensitivity[rule + 1] if rule is not None and book.any_sensitivity else None
         barred = (flags & BARS) != 0
         if sensitivity is not None:
@@ -200,8 +197,11 @@ class OperatorAdjustments:
             self._count(counts, "feedback", int(np.count_nonzero(below)))
             anomalous[bar_rows[below]] = False
             raised = ~anomalous[bar_rows] & scored[bar_rows] & (base > 0) & (bar < base) & (odds >= bar)
-            counts.added += int(np.count_nonzero(raised))
             anomalous[bar_rows[raised]] = True
+        # Then what silences a device whatever its bar: a rule's muted channels and maintenance,
+        # warming up after a re-baseline, an operator's mute.
+        if rule is not None and ruled:
+            self._rule_gate(rule, ts, decision, anomalous, counts)
         rows = np.flatnonzero(flags)
         picked, row_flags = slots[rows], flags[rows]
         renewed = (row_flags & RENEWED) != 0

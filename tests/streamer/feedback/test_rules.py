@@ -151,3 +151,12 @@ def test_a_rule_may_judge_its_devices_by_another_method() -> None:
     alerts, _ = fleet.run(700, {600: 8.0})
     methods = {alert.device_id: alert.method for alert in alerts if alert.event == "open"}
     assert methods == {"fan-1": "zscore", "pump-1": "dynamic"}
+
+
+def test_maintenance_holds_even_where_the_bar_is_lowered() -> None:
+    window = MaintenanceWindow(start="22:00", end="23:00", days=["tue"])
+    fleet = Fleet([RuleConfig(devices="pump-*", sensitivity=0.3, maintenance=[window])])
+    fleet.run(300)
+    alerts, totals = fleet.run(200, {100: 0.8})  # flagged only under the lowered bar, inside the window
+    assert _opened(alerts) == set()
+    assert totals.suppressed["maintenance"] >= 1
