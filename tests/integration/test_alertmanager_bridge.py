@@ -1,7 +1,8 @@
 """``streamer alertmanager`` as a real process between the real broker and a real Alertmanager.
 
 Alert events are produced to the alert topic as the daemon writes them
-(``encode_alert``, keyed by device id). Alertmanager (Debian's 0.25,
+(``encode_alert``, keyed by device id); the last test runs the daemon itself
+on readings with a spike, end to end. Alertmanager (Debian's 0.25,
 clustering off) routes every alert to a webhook served by the test, grouped
 by ``alert_id`` with no wait, so each firing and each resolve shows up as a
 notification. Resends run every 0.5 s with endsAt 2 s ahead: an alert that
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -29,10 +31,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.alerts.episodes import alert_id
-from streamer.codec import Alert, encode_alert
+from streamer.codec import Alert, encode_alert, encode_reading
 from streamer.config import Config
 from streamer.embedded_broker import free_port
 from streamer.kafka.clients import ensure_topics
+from streamer.metrics import Metrics
+from streamer.runtime.application import Application
 from tests.conftest import AlertmanagerFactory, AlertmanagerServer
 
 pytestmark = pytest.mark.integration
@@ -322,3 +326,64 @@ def test_an_alertmanager_outage_delays_but_loses_nothing(
     wait_until(lambda: metric(port, "streamer_alertmanager_alerts_posted_total:resolve") == 1
                and metric(port, "streamer_alertmanager_alerts_posted_total:open") == 3, 30,
                "the bridge did not count the delivery", process)
+
+
+# ------------------------------------------------------------ with the daemon
+DEVICES = [f"am-{i}" for i in range(4)]
+BASE_TS = 1_700_000_000_000
+
+
+async def produce_readings(config: Config, steps: range, spike: tuple[str, int]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for step in steps:
+            for d, device in enumerate(DEVICES):
+                value = 10.0 + d + math.sin(step / 5.0 + d) + (30.0 if (device, step) == spike else 0.0)
+                reading = encode_reading(device, BASE_TS + step * 100, value)
+                await producer.send(config.kafka.input_topic, reading, key=device.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_an_anomaly_the_daemon_detects_fires_in_alertmanager_and_resolves(
+        config_factory: Callable[..., Config], write_config: Callable[[Config, Path], Path], tmp_path: Path,
+        alertmanager: AlertmanagerServer, webhook: Webhook) -> None:
+    config = config_factory(alertmanager={"resend_interval_s": RESEND_S, "backoff_initial_s": 0.05,
+                                          "backoff_max_s": 0.5, "timeout_s": 2.0},
+                            thresholds={"warmup": 20}, alerts={"resolve_after": 5},
+                            metrics={"enabled": False})
+    await ensure_topics(config.kafka, [config.kafka.input_topic, config.kafka.alert_topic])
+    bridges = Bridges(write_config(config, tmp_path / "config.yaml"), tmp_path)
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    try:
+        process, _ = await asyncio.to_thread(bridges.start, alertmanager.url)
+        # Up to two readings past a spike on one device: its episode opens and stays open.
+        await produce_readings(config, range(0, 62), spike=(DEVICES[2], 60))
+        await asyncio.to_thread(wait_until, lambda: len(active(alertmanager)) == 1, 60,
+                                "the daemon's alert never fired in Alertmanager", process)
+        assert not task.done()
+        ((episode_id, alert),) = active(alertmanager).items()
+        assert alert["labels"] == {"alertname": "StreamerAnomaly", "alert_id": episode_id,
+                                   "device": DEVICES[2], "channel": "value", "severity": "critical",
+                                   "model_version": daemon.pipeline.predictor.version}
+        notes = alert["annotations"]
+        assert notes["dedup_key"] == episode_id
+        assert notes["method"] == "zscore"
+        assert notes["drivers"].startswith("value 100%")
+        assert notes["feedback"] == (f"streamer feedback false-alarm --device {DEVICES[2]} "
+                                     f"--alert-id {episode_id}")
+        # Calm readings: the episode resolves, and so does the alert.
+        await produce_readings(config, range(62, 80), spike=("", -1))
+        await asyncio.to_thread(wait_until, lambda: not active(alertmanager), 60,
+                                "the resolve never reached Alertmanager", process)
+        await asyncio.to_thread(wait_until, lambda: webhook.statuses(episode_id) == ["firing", "resolved"],
+                                30, "no firing and resolved notifications", process)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+        for running, _ in bridges.running:
+            running.kill()
+            running.wait()
