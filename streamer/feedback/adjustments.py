@@ -64,8 +64,10 @@ Float64Array = npt.NDArray[np.float64]
 
 # Bits of op_flags: which adjustments a device has (0: none, the fast path).
 BARS, MUTED, RENEWED, RENEW_PENDING = 1, 2, 4, 8
-EPISODES_KEPT = 8
-DIGESTS_KEPT = 8
+# Small on purpose: every device carries these in memory and in each snapshot (136 bytes
+# per device in all, for one channel); operators answer recent alerts.
+EPISODES_KEPT = 4
+DIGESTS_KEPT = 4
 NO_EPISODE = -1
 NO_VERDICT, FALSE_ALARM, CONFIRMED = 0, 1, 2
 _NEVER = np.iinfo(np.int64).max
@@ -128,20 +130,20 @@ class OperatorAdjustments:
         bases = np.array([base_surprise(settings) or 0.0 for settings in rules.threshold_settings])
         self.bases = bases[rules.group]
         channel_count = len(self.channels)
-        table.add_field("op_flags", (), np.int64, 0)
+        table.add_field("op_flags", (), np.int8, 0)
         table.add_field("op_bar", (channel_count,), np.float64, np.nan)
         table.add_field("op_bar_seen", (), np.int64, 0)
         table.add_field("op_mute_until", (), np.int64, 0)
         table.add_field("op_renew_at", (), np.int64, _NEVER)
         table.add_field("op_renew_seen", (), np.int64, 0)
         table.add_field("op_digests", (DIGESTS_KEPT,), np.int64, 0)
-        table.add_field("op_digest_next", (), np.int64, 0)
+        table.add_field("op_digest_next", (), np.int8, 0)  # ring positions, kept below the ring's size
         table.add_field("op_ep_start", (EPISODES_KEPT,), np.int64, NO_EPISODE)
-        table.add_field("op_ep_peak", (EPISODES_KEPT,), np.float64, 0.0)
-        table.add_field("op_ep_channel", (EPISODES_KEPT,), np.int64, 0)
+        table.add_field("op_ep_peak", (EPISODES_KEPT,), np.float32, 0.0)
+        table.add_field("op_ep_channel", (EPISODES_KEPT,), np.int16, 0)
         table.add_field("op_ep_verdict", (EPISODES_KEPT,), np.int8, NO_VERDICT)
-        table.add_field("op_ep_next", (), np.int64, 0)
-        table.add_field("op_ep_open", (), np.int64, NO_EPISODE)
+        table.add_field("op_ep_next", (), np.int8, 0)
+        table.add_field("op_ep_open", (), np.int8, NO_EPISODE)
 
     # ------------------------------------------------------------ hot path
     def flags(self, slots: IndexArray) -> Int64Array:
@@ -245,17 +247,17 @@ class OperatorAdjustments:
         if episode.opened.size:
             rows = episode.opened
             opened = slots[rows]
-            index = table["op_ep_next"][opened] % EPISODES_KEPT
+            index = table["op_ep_next"][opened].astype(np.intp)
             table["op_ep_start"][opened, index] = episode.episode_start[rows]
             table["op_ep_peak"][opened, index] = surprise(decision.score[rows])
             table["op_ep_channel"][opened, index] = decision.channel[rows]
             table["op_ep_verdict"][opened, index] = NO_VERDICT
             table["op_ep_open"][opened] = index
-            table["op_ep_next"][opened] += 1
+            table["op_ep_next"][opened] = (index + 1) % EPISODES_KEPT
         rows = np.flatnonzero(open_now)
         if rows.size:
             devices = slots[rows]
-            index = table["op_ep_open"][devices]
+            index = table["op_ep_open"][devices].astype(np.intp)
             known = index != NO_EPISODE
             rows, devices, index = rows[known], devices[known], index[known]
             odds = surprise(decision.score[rows])
@@ -299,9 +301,9 @@ class OperatorAdjustments:
             table["op_flags"][slot] &= ~MUTED
             outcome = Applied(1)
         if isinstance(outcome, Applied):
-            position = int(table["op_digest_next"][slot]) % DIGESTS_KEPT
+            position = int(table["op_digest_next"][slot])
             table["op_digests"][slot, position] = digest
-            table["op_digest_next"][slot] += 1
+            table["op_digest_next"][slot] = (position + 1) % DIGESTS_KEPT
         return outcome
 
     def _answer(self, message: Feedback, slot: int, device_id: str, model_version: str,
