@@ -265,7 +265,8 @@ class Application:
             else:
                 # aiokafka calls no revoke listener on stop: hand the state over here.
                 if feedback is not None:
-                    await feedback.unfollow([tp.partition for tp in self.commits.active])
+                    await self._bounded(feedback.unfollow([tp.partition for tp in self.commits.active]),
+                                        "stopping feedback")
                 await self._bounded(self.snapshot(list(self.commits.active)), "final snapshot")
         finally:
             if self._shutdown_deadline is None:  # failed: the budget starts now

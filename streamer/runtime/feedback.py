@@ -137,27 +137,40 @@ class FeedbackFollower:
     def follow(self, partition: int) -> None:
         """Start reading feedback partition ``partition`` (its input partition's state is in place)."""
         self._wanted.add(partition)
-        self._retiring.discard(partition)
+        if partition in self._retiring:  # back before it was forgotten: read on from its committed offset
+            self._retiring.discard(partition)
+            self._applied.pop(partition, None)
         self._reassign = True  # every partition is sought again to where it stands
         self._changed.set()
 
-    async def unfollow(self, partitions: Collection[int]) -> None:
-        """Stop reading ``partitions``; returns once no message of theirs is being applied."""
-        async with self._apply_lock:
-            for partition in partitions:
-                if partition in self._wanted:
-                    self._wanted.discard(partition)
-                    self._retiring.add(partition)
-                self._applied.pop(partition, None)
-            retiring = [TopicPartition(self.topic, p) for p in partitions if p in self._assigned]
-            if retiring:
-                self.consumer.pause(*retiring)
+    async def unfollow(self, partitions: Collection[int], timeout_s: float | None = None) -> None:
+        """Stop applying feedback of ``partitions``; waits (up to ``timeout_s``) for a message being applied.
+
+        They stay assigned, paused, until :meth:`forget`: the snapshot round
+        that follows covers what was applied, and :meth:`commit` commits it.
+        """
+        for partition in partitions:
+            if partition in self._wanted:
+                self._wanted.discard(partition)
+                self._retiring.add(partition)
+        retiring = [TopicPartition(self.topic, p) for p in partitions if p in self._assigned]
+        if retiring:
+            self.consumer.pause(*retiring)
+        try:
+            await asyncio.wait_for(self._apply_lock.acquire(), timeout_s)
+        except TimeoutError:
+            # Its offsets stay uncovered: the next owner reads the message again (idempotent).
+            log.warning("feedback of partitions %s still being applied after %.1fs", sorted(partitions),
+                        timeout_s or 0.0)
+        else:
+            self._apply_lock.release()
 
     def forget(self, partitions: Collection[int]) -> None:
         """Drop what is known of unfollowed ``partitions`` (after their last commit)."""
         for partition in partitions:
             if partition in self._retiring:
                 self._retiring.discard(partition)
+                self._applied.pop(partition, None)
                 self._covered.pop(partition, None)
                 self._committed.pop(partition, None)
         self._changed.set()
@@ -234,7 +247,7 @@ class FeedbackFollower:
         partition = tp.partition
         async with self._apply_lock:
             if partition not in self._wanted or partition not in self._applied:
-                return  # unfollowed meanwhile: the next owner reads these
+                return  # unfollowed meanwhile: the next owner reads these (or this one, from the commit)
             owned = frozenset({partition})
             letters: list[tuple[bytes | None, DeadLetter]] = []
             for record in records:

@@ -106,7 +106,7 @@ class PartitionOwnership:
         commits = self.commits
         numbers = [tp.partition for tp in revoked]
         if self.feedback is not None:
-            await self.feedback.unfollow(numbers)
+            await self.feedback.unfollow(numbers, timeout_s=budget)
         if drained:
             await commits.snapshot(revoked, self.state, self.scorer)
         await commits.commit(list(revoked))

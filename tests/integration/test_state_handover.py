@@ -308,6 +308,9 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
                     - WARMUP * len(DEVICES), 10, "not scored", tasks)
         assert sample(second, "streamer_readings_warmup_total") == 0
         assert sample(first, "streamer_readings_warmup_total") == warmup_before
+        # The revoke's snapshot covered the mute, and its offsets were committed: B read nothing again.
+        assert sample(second, "streamer_feedback_applied_total", kind="mute", method="zscore",
+                      model_version=second.pipeline.predictor.version) == 0
         for daemon in (first, second):
             assert sample(daemon, "streamer_suppressed_flags_total", reason="mute") >= 1
             assert sample(daemon, "streamer_alerts_total", event="open", method="zscore") == 0
