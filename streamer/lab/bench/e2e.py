@@ -350,8 +350,9 @@ async def _restore(config: Config, options: E2EOptions, workdir: Path, name: str
             "devices_tracked": int(values.get("streamer_devices_tracked", 0.0)),
             "readings_replayed": int(values.get("streamer_state_replayed_readings_total", 0.0)),
             "partitions": int(values.get(f"{RESTORE}_count", 0.0)),
-            "partition_seconds_sum": _round(values.get(f"{RESTORE}_sum")),
-            "partition_seconds_p99": _round(restore.quantile(0.99) if restore else None),
+            # Milliseconds matter: a small fleet restores a partition in a few (0.1 s rounding gave 0).
+            "partition_seconds_sum": _round_seconds(values.get(f"{RESTORE}_sum")),
+            "partition_seconds_p99": _round_seconds(restore.quantile(0.99) if restore else None),
             "start_to_restored_seconds": round(seconds, 2),
             "max_scoring_pause_ms": _ms(sample.longest_pause_s),
             "scoring_pauses_over_20ms": pauses.above(PAUSE_BUDGET_S) if pauses else None,
@@ -637,6 +638,10 @@ def _ms(seconds: float | None) -> float | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def _round_seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
