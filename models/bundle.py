@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -110,23 +111,51 @@ def save_bundle(path: Path, model: Any, metadata: BundleMetadata) -> ModelBundle
     return ModelBundle(path, metadata, weights, version)
 
 
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message says why (without the path, which the caller names)."""
+
+
 def load_bundle(path: str | Path) -> ModelBundle:
     """Load a bundle directory (``"default"`` names the one shipped with the package).
 
     Raises:
-        FileNotFoundError: The directory or one of its files is missing.
-        ValueError: The bundle's format is unknown or its version does not match its content.
+        BundleError: The directory or one of its files is missing or unreadable,
+            its format is unknown, or its content does not match its version
+            (corrupt or edited).
     """
     directory = default_bundle_path() if str(path) == DEFAULT_BUNDLE else Path(path)
-    document = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
-    if document.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{directory}: unknown bundle format {document.get('format')!r}")
-    metadata = BundleMetadata.from_json(document)
-    weights_bytes = (directory / WEIGHTS_FILE).read_bytes()
+    if not directory.is_dir():
+        raise BundleError("no such directory" if not directory.exists() else "not a directory")
+    try:
+        text = (directory / METADATA_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"no {METADATA_FILE}: not a model bundle") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{METADATA_FILE} cannot be read: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{METADATA_FILE} is not valid JSON (truncated?): {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise BundleError(f"unknown bundle format {found!r} (expected {BUNDLE_FORMAT!r})")
+    try:
+        metadata = BundleMetadata.from_json(document)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{METADATA_FILE} is incomplete or malformed: {exc!r}") from None
+    try:
+        weights_bytes = (directory / WEIGHTS_FILE).read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{WEIGHTS_FILE} cannot be read: {exc.strerror or exc}") from None
     version = content_version(weights_bytes, metadata)
     if version != document.get("version"):
-        raise ValueError(f"{directory}: content does not match version {document.get('version')!r}")
-    return ModelBundle(directory, metadata, ForecasterWeights.load(directory / WEIGHTS_FILE), version)
+        raise BundleError(f"content does not match its version {document.get('version')!r} "
+                          "(corrupt or edited)")
+    try:  # numpy's loader raises any of these for a damaged archive
+        weights = ForecasterWeights.load(directory / WEIGHTS_FILE)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{WEIGHTS_FILE} cannot be loaded: {exc!r}") from None
+    return ModelBundle(directory, metadata, weights, version)
 
 
 def default_bundle_path() -> Path:

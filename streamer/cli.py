@@ -20,7 +20,7 @@ from rich.table import Table
 
 from streamer import __version__
 from streamer.config import Config, load_config
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 from streamer.feedback import command as feedback_command
 from streamer.gc_tuning import tune_collector
 from streamer.logs import configure_logging
@@ -60,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(level, config.runtime.log_format)
     try:
         code: int = args.handler(args, config)
+    except ConfigError as exc:
+        # Found while building what the config names (a model bundle): the same one line and
+        # exit code as any other configuration error, naming the file that was loaded.
+        source = exc.source if exc.source != "<config>" else str(args.config or "<defaults>")
+        print(f"streamer: {ConfigError(source, exc.key_path, exc.reason)}", file=sys.stderr)
+        return 2
     except StreamerError as exc:
         log.error("%s", exc)  # noqa: TRY400  # the message names the problem; a traceback would bury it
         return 1

@@ -70,14 +70,17 @@ def make_predictor(config: Config, table: SlotTable) -> Predictor:
     """The predictor the config names, with its state in ``table``."""
     settings = config.predictor
     if settings.kind == "lstm":
-        from models.bundle import load_bundle
+        from models.bundle import BundleError, load_bundle
         from streamer.scoring.lstm import LSTMPredictor
 
-        bundle = load_bundle(settings.lstm.bundle)
+        try:
+            bundle = load_bundle(settings.lstm.bundle)
+        except BundleError as exc:
+            raise ConfigError("<config>", "predictor.lstm.bundle", f"{settings.lstm.bundle}: {exc}") from None
         if list(bundle.metadata.channels) != list(config.readings.channels):
             raise ConfigError("<config>", "predictor.lstm.bundle",
-                              f"bundle channels {list(bundle.metadata.channels)} differ from "
-                              f"readings.channels {list(config.readings.channels)}")
+                              f"{settings.lstm.bundle}: bundle channels {list(bundle.metadata.channels)} "
+                              f"differ from readings.channels {list(config.readings.channels)}")
         return LSTMPredictor(table, bundle, mode=settings.lstm.mode, backend=settings.lstm.backend)
     return HoltPredictor(table, len(config.readings.channels), settings.baseline)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from models.bundle import default_bundle_path
 from streamer.cli import main
 
 SUBCOMMANDS = ("run", "simulate", "demo", "alertmanager", "train", "model", "export", "bench", "evaluate",
@@ -43,3 +45,45 @@ def test_invalid_config_fails_at_start_naming_file_and_key(
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: streamer" in capsys.readouterr().out
+
+
+def _damaged_bundles(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Bundle directories damaged in each way an operator may meet, with the reason expected."""
+    shipped = default_bundle_path()
+    out: dict[str, tuple[Path, str]] = {"missing": (tmp_path / "nowhere", "no such directory")}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out["no bundle.json"] = (empty, "no bundle.json: not a model bundle")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(shipped, truncated)
+    text = (truncated / "bundle.json").read_text(encoding="utf-8")
+    (truncated / "bundle.json").write_text(text[: len(text) // 2], encoding="utf-8")
+    out["truncated bundle.json"] = (truncated, "bundle.json is not valid JSON")
+    edited = tmp_path / "edited"
+    shutil.copytree(shipped, edited)
+    weights = bytearray((edited / "weights.npz").read_bytes())
+    weights[len(weights) // 2] ^= 0xFF
+    (edited / "weights.npz").write_bytes(bytes(weights))
+    out["corrupt weights"] = (edited, "content does not match its version")
+    return out
+
+
+@pytest.mark.parametrize("damage", ["missing", "no bundle.json", "truncated bundle.json", "corrupt weights"])
+def test_a_damaged_bundle_stops_run_with_one_line_naming_key_path_and_reason(
+        tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle, reason = _damaged_bundles(tmp_path)[damage]
+    config = tmp_path / "config.yaml"
+    config.write_text(f"predictor:\n  lstm:\n    bundle: {bundle}\n", encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"streamer: {config}: predictor.lstm.bundle: {bundle}: ")
+    assert reason in line
+
+
+def test_a_bundle_of_other_channels_stops_run_with_exit_code_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("readings:\n  channels: [temp, vibration]\n", encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"streamer: {config}: predictor.lstm.bundle: default: bundle channels ['value']")
