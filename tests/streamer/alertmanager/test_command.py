@@ -57,6 +57,8 @@ def test_flags_override_the_file_and_are_validated() -> None:
         with_flags(base, url="am:9093")
 
 
-def test_without_a_url_the_command_stops_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    assert main(["alertmanager"]) == 1
-    assert "alertmanager.url: set --url or alertmanager.url" in caplog.text
+def test_without_a_url_the_command_stops_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # A configuration error: exit code 2 and one line, like every other.
+    assert main(["alertmanager"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "streamer: command line: alertmanager.url: set --url or alertmanager.url")
