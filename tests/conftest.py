@@ -148,6 +148,18 @@ def _apt_install(package: str) -> None:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+def _debian_commands(package: str, *commands: str) -> list[str]:
+    """The paths of ``commands`` from Debian's ``package``, installed with apt if one is missing."""
+    if any(shutil.which(command) is None for command in commands):
+        _apt_install(package)
+    paths = [shutil.which(command) for command in commands]
+    found = [path for path in paths if path is not None]
+    if len(found) != len(commands):
+        pytest.fail(f"{' and '.join(commands)} are required (Debian package {package!r}); "
+                    "`make test` installs them")
+    return found
+
+
 @dataclass(frozen=True)
 class PrometheusTools:
     """Paths of Debian's Prometheus server and promtool."""
@@ -159,12 +171,7 @@ class PrometheusTools:
 @pytest.fixture(scope="session")
 def prometheus_tools() -> PrometheusTools:
     """Debian's ``prometheus`` package (server and promtool), installed with apt if missing."""
-    if shutil.which("prometheus") is None or shutil.which("promtool") is None:
-        _apt_install("prometheus")
-    server, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if server is None or promtool is None:
-        pytest.fail("prometheus and promtool are required (Debian package 'prometheus'); "
-                    "`make test` installs them")
+    server, promtool = _debian_commands("prometheus", "prometheus", "promtool")
     return PrometheusTools(server, promtool)
 
 
@@ -270,12 +277,7 @@ class AlertmanagerTools:
 @pytest.fixture(scope="session")
 def alertmanager_tools() -> AlertmanagerTools:
     """Debian's ``prometheus-alertmanager`` package (server and amtool), installed with apt if missing."""
-    if shutil.which("prometheus-alertmanager") is None or shutil.which("amtool") is None:
-        _apt_install("prometheus-alertmanager")
-    server, amtool = shutil.which("prometheus-alertmanager"), shutil.which("amtool")
-    if server is None or amtool is None:
-        pytest.fail("prometheus-alertmanager and amtool are required (Debian package "
-                    "'prometheus-alertmanager'); `make test` installs them")
+    server, amtool = _debian_commands("prometheus-alertmanager", "prometheus-alertmanager", "amtool")
     return AlertmanagerTools(server, amtool)
 
 

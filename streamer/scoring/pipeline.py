@@ -343,10 +343,9 @@ class ScoringPipeline:
                      group: npt.NDArray[np.intp] | None) -> ThresholdResult:
         """The record gate over the rows whose method it gates (every row, without rules)."""
         assert self.record_gate is not None  # noqa: S101  # the caller checked
+        # Without rule groups the gate exists only because the configured method is gated.
         gated = self._gated_groups[group] if group is not None else None
         if gated is None or gated.all():
-            if gated is None and not self._gated_groups[0]:
-                return decision
             return apply_record_gate(self.record_gate, slots, residual, scored, decision,
                                      self.episodes.is_open(slots))
         rows = np.flatnonzero(gated)

@@ -30,6 +30,7 @@ from streamer.config import Config, FeedbackConfig, RecordGateConfig
 from streamer.feedback.messages import encode_feedback, feedback_key, new_feedback
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
+from tests.integration.daemons import until
 
 pytestmark = pytest.mark.integration
 
@@ -98,17 +99,6 @@ def total(daemon: Application, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(sample.value for family in daemon.metrics.registry.collect() for sample in family.samples
                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
-
-
-async def until(condition: Callable[[], bool], timeout_s: float, message: str,
-                task: asyncio.Task[int]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert not task.done(), f"{message}: daemon exited with {task.result()}"
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(message)
 
 
 def taken_over(daemon: Application) -> bool:

@@ -41,6 +41,7 @@ from streamer.metrics import Metrics
 from streamer.runtime import fetcher
 from streamer.runtime.application import Application
 from streamer.scoring.pipeline import ScoreResult, ScoringPipeline
+from tests.integration.daemons import until
 
 pytestmark = pytest.mark.integration
 
@@ -104,17 +105,6 @@ def handled(daemon: Application) -> float:
                    for metric in family.samples if metric.name.endswith("_total"))
     return (sample(daemon, "streamer_readings_scored_total")
             + sample(daemon, "streamer_readings_warmup_total") + rejected)
-
-
-async def until(condition: Callable[[], bool], timeout_s: float, message: str,
-                task: asyncio.Task[int]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert not task.done(), f"{message}: daemon exited with {task.result()}"
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(message)
 
 
 def probe(port: int, path: str) -> int | None:

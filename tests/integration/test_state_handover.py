@@ -43,6 +43,7 @@ from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.manager import StateManager
 from streamer.state.snapshots import FORMAT, Snapshot, decode_snapshot, encode_snapshot, take_rows
 from tests.fakes import FakeProducer
+from tests.integration.daemons import until
 
 pytestmark = pytest.mark.integration
 
@@ -241,18 +242,6 @@ def taken_over(daemon: Application) -> bool:
     return bool(assignment) and assignment == set(daemon.commits.active) and not consumer.paused()
 
 
-async def until(condition: Callable[[], bool], timeout_s: float, message: str,
-                tasks: list[asyncio.Task[int]]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for task in tasks:
-            assert not task.done(), f"{message}: daemon exited with {task.result()}"
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(message)
-
-
 def consumed(daemon: Application) -> float:
     return sample(daemon, "streamer_readings_consumed_total")
 
@@ -269,31 +258,31 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
     first_task = asyncio.create_task(first.run())
     tasks = [first_task]
     try:
-        await until(lambda: taken_over(first), 30, "first never took over", tasks)
+        await until(lambda: taken_over(first), 30, "first never took over", *tasks)
         produced = await produce(config, range(0, 25))
         # Scored (or counted as warm-up), not only fetched: the counters move after the batch is done.
-        await until(lambda: scored_or_warming(first) >= produced, 30, "first did not score", tasks)
+        await until(lambda: scored_or_warming(first) >= produced, 30, "first did not score", *tasks)
         warmup_before = sample(first, "streamer_readings_warmup_total")
         assert warmup_before == WARMUP * len(DEVICES)
         # Operator feedback is device state too: every device is muted before the partitions move.
         await mute_every_device(config)
         await until(lambda: sample(first, "streamer_feedback_applied_total", kind="mute",
                                    method="zscore", model_version=first.pipeline.predictor.version)
-                    == config.kafka.topic_partitions, 30, "the mute was not applied", tasks)
+                    == config.kafka.topic_partitions, 30, "the mute was not applied", *tasks)
 
         second_task = asyncio.create_task(second.run())
         tasks.append(second_task)
         partitions = config.kafka.topic_partitions
         await until(lambda: taken_over(second) and taken_over(first)
                     and len(first.commits.active) + len(second.commits.active) == partitions,
-                    40, "partitions did not settle across both daemons", tasks)
+                    40, "partitions did not settle across both daemons", *tasks)
         moved = [tp.partition for tp in second.commits.active]
         restored = sample(second, "streamer_state_restored_devices_total", outcome="restored")
         assert restored > 0
         assert len(second.pipeline.registry) == restored
         assert second.pipeline.registry.warming_up(WARMUP) == 0
         await until(lambda: sample(second, "streamer_devices_warming_up") == 0
-                    and sample(second, "streamer_devices_tracked") == restored, 5, "B's gauges", tasks)
+                    and sample(second, "streamer_devices_tracked") == restored, 5, "B's gauges", *tasks)
         # A released exactly the devices that moved; it kept its own partitions as they were.
         assert len(first.pipeline.registry) + restored == len(DEVICES)
         assert first.pipeline.registry.slots_of_partitions(moved).size == 0
@@ -302,10 +291,10 @@ async def test_partitions_that_move_to_a_joining_daemon_keep_their_state(
         # A spike on every device: the moved ones kept their mute on B, the others on A.
         later = await produce(config, range(25, 35), spikes=[(device, 30) for device in DEVICES])
         await until(lambda: consumed(first) + consumed(second) >= produced + later, 30,
-                    "readings after the rebalance not consumed", tasks)
+                    "readings after the rebalance not consumed", *tasks)
         await until(lambda: sample(first, "streamer_readings_scored_total")
                     + sample(second, "streamer_readings_scored_total") >= later + produced
-                    - WARMUP * len(DEVICES), 10, "not scored", tasks)
+                    - WARMUP * len(DEVICES), 10, "not scored", *tasks)
         assert sample(second, "streamer_readings_warmup_total") == 0
         assert sample(first, "streamer_readings_warmup_total") == warmup_before
         # The revoke's snapshot covered the mute, and its offsets were committed: B read nothing again.
@@ -398,7 +387,7 @@ async def test_snapshots_stamped_beyond_the_committed_offset_are_ignored(
     daemon = Application(config, metrics=Metrics())
     task = asyncio.create_task(daemon.run())
     try:
-        await until(lambda: taken_over(daemon), 30, "daemon never took over", [task])
+        await until(lambda: taken_over(daemon), 30, "daemon never took over", task)
         assert sample(daemon, "streamer_state_restored_devices_total", outcome="restored") == 1
         assert sample(daemon, "streamer_state_restored_devices_total", outcome="stale") == 1
         assert sample(daemon, "streamer_state_restored_devices_total", outcome="mismatch") == 1
@@ -409,7 +398,7 @@ async def test_snapshots_stamped_beyond_the_committed_offset_are_ignored(
         assert seen == {"y": 5010, "x": 10, "w": 10}
         assert sample(daemon, "streamer_state_replayed_readings_total") == 30
         # x and w warm up again, and the gauge says so.
-        await until(lambda: sample(daemon, "streamer_devices_warming_up") == 2, 5, "warming gauge", [task])
+        await until(lambda: sample(daemon, "streamer_devices_warming_up") == 2, 5, "warming gauge", task)
         # Scoring resumes at the committed offset: nothing before it is scored again.
         assert consumed(daemon) == 0
     finally:
@@ -452,9 +441,9 @@ async def test_a_snapshot_taken_while_readings_are_scored_restores_to_exactly_it
     daemon = Application(config, metrics=Metrics())
     task = asyncio.create_task(daemon.run())
     try:
-        await until(lambda: taken_over(daemon), 30, "daemon never took over", [task])
+        await until(lambda: taken_over(daemon), 30, "daemon never took over", task)
         warm = await produce(config, range(30), partition=0)
-        await until(lambda: scored_or_warming(daemon) >= warm, 30, "warm-up not scored", [task])
+        await until(lambda: scored_or_warming(daemon) >= warm, 30, "warm-up not scored", task)
 
         round_done = asyncio.Event()
 
@@ -467,13 +456,13 @@ async def test_a_snapshot_taken_while_readings_are_scored_restores_to_exactly_it
             return sent
 
         feeding = asyncio.create_task(feed())
-        await until(lambda: consumed(daemon) > warm, 30, "live readings not consumed", [task])
+        await until(lambda: consumed(daemon) > warm, 30, "live readings not consumed", task)
         # Spread as the periodic round is, so that batches arrive between its slices.
         await daemon.commits.snapshot(list(daemon.commits.active), daemon.state, daemon.scorer, spread_s=1.5)
         round_done.set()
         taken = await _state_topic(config, 0)  # the round's snapshots, all acknowledged by now
         total = warm + await feeding
-        await until(lambda: scored_or_warming(daemon) >= total, 30, "live readings not scored", [task])
+        await until(lambda: scored_or_warming(daemon) >= total, 30, "live readings not scored", task)
     finally:
         daemon.request_stop()
         await asyncio.wait_for(task, 30)
