@@ -61,6 +61,9 @@ class KafkaConfig(Section, frozen=True):
     # keyed by device id and partitioned like input_topic; its offsets are kept
     # under the group "<group_id>-feedback".
     feedback_topic: str = "feedback"
+    # Alerts of the registry's candidate model scored in shadow
+    # (predictor.lstm.shadow): same format as alert_topic, never paged on.
+    shadow_alert_topic: str = "alerts-shadow"
     # Compacted topic of per-device detector snapshots (see the `state` section).
     # Unset: "<group_id>-<input_topic>-state", so two groups reading one input
     # topic never restore each other's devices (Kafka Streams names its

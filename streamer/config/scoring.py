@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from streamer.config.base import NonNegativeInt, PositiveInt, Section, UnitInterval
+from streamer.config.base import NonNegativeInt, PositiveFloat, PositiveInt, Section, UnitInterval
 
 
 class ReadingsConfig(Section, frozen=True):
@@ -98,11 +98,27 @@ class BaselineConfig(Section, frozen=True):
     phi: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.9
 
 
+class ShadowConfig(Section, frozen=True):
+    """Scoring the registry's candidate beside the current model."""
+
+    # Score `candidate` on the same batches (its alerts go to kafka.shadow_alert_topic).
+    enabled: bool = True
+    # Share of devices the candidate scores (by a hash of the device id): bounds its cost.
+    fraction: UnitInterval = 1.0
+
+
 class LSTMConfig(Section, frozen=True):
     """The trained LSTM forecaster."""
 
     # A bundle directory, or "default" for the bundle shipped with the package.
     bundle: str = "default"
+    # A bundle registry directory (models.registry): the daemon runs its
+    # `current`, swaps to a new `current` between two batches, and scores
+    # `candidate` in shadow. Set, it replaces `bundle`.
+    registry: str | None = None
+    # How often the daemon reads the registry's pointers.
+    poll_interval_s: PositiveFloat = 5.0
+    shadow: ShadowConfig = msgspec.field(default_factory=ShadowConfig)
     # stateful: O(1) per reading (two staggered LSTM states per device);
     # window: the model over each device's last `window` readings.
     mode: Literal["stateful", "window"] = "stateful"
