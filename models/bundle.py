@@ -47,11 +47,16 @@ class BundleMetadata:
     threshold: dict[str, float] = field(default_factory=dict)  # suggested threshold parameters
     training: dict[str, Any] = field(default_factory=dict)  # data fingerprint, rows, seed, command
     validation: dict[str, float] = field(default_factory=dict)  # metrics on the held-out time split
+    # The model's forecast on a fixed input (models.parity), checked before a hot swap.
+    parity: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``bundle.json``."""
         data = dataclasses.asdict(self)
         data["channels"] = list(self.channels)
+        if not self.parity:
+            # Bundles saved before parity records keep their content version.
+            del data["parity"]
         return data
 
     @classmethod
@@ -66,6 +71,7 @@ class BundleMetadata:
             threshold=dict(data.get("threshold", {})),
             training=dict(data.get("training", {})),
             validation=dict(data.get("validation", {})),
+            parity=dict(data.get("parity", {})),
         )
 
 
@@ -101,7 +107,12 @@ def content_version(weights_bytes: bytes, metadata: BundleMetadata) -> str:
 
 def save_bundle(path: Path, model: Any, metadata: BundleMetadata) -> ModelBundle:
     """Write a bundle directory from a trained Keras model."""
+    from models.parity import record_parity
+
     path.mkdir(parents=True, exist_ok=True)
+    if not metadata.parity:
+        metadata = dataclasses.replace(metadata, parity=record_parity(model, metadata.window,
+                                                                      len(metadata.channels)))
     model.save(path / KERAS_FILE)
     weights = ForecasterWeights.from_model(model)
     weights.save(path / WEIGHTS_FILE)

@@ -21,6 +21,8 @@ from streamer import __version__
 from streamer.vocabulary import (
     COMMIT_OUTCOMES,
     FEEDBACK_REJECTION_REASONS,
+    MODEL_REFUSAL_REASONS,
+    MODEL_ROLES,
     OFFSET_RESET_REASONS,
     PAUSE_CAUSES,
     PAUSE_REASONS,
@@ -227,7 +229,8 @@ class Metrics:
         self.state_restored = Counter(
             "streamer_state_restored_devices",
             "Devices found on the state topic at assignment, by outcome: restored, stale "
-            "(stamped beyond the committed offset: ignored), mismatch (other model or layout: ignored).",
+            "(stamped beyond the committed offset: ignored), mismatch (other layout: ignored); rebuilt "
+            "counts the restored ones of another model (forecaster rebuilt from the ring buffer).",
             ["outcome"], registry=r)
         for restore in RESTORE_OUTCOMES:
             self.state_restored.labels(restore)
@@ -242,6 +245,47 @@ class Metrics:
             "streamer_state_cold_partitions",
             "Assigned partitions whose restore failed or timed out; their devices warm up again.",
             registry=r)
+
+        self.model_swaps = Counter(
+            "streamer_model_swaps",
+            "Registry versions taken into use while running, by role: current (swapped in "
+            "between two batches) or candidate (scored in shadow).",
+            ["role"], registry=r)
+        self.model_refusals = Counter(
+            "streamer_model_refusals",
+            "Registry versions refused (the running model stays), by role and reason.",
+            ["role", "reason"], registry=r)
+        for role in MODEL_ROLES:
+            self.model_swaps.labels(role)
+            for refusal in MODEL_REFUSAL_REASONS:
+                self.model_refusals.labels(role, refusal)
+        self.model_swap_seconds = Histogram(
+            "streamer_model_swap_seconds",
+            "From a new version seen in the registry to scoring with it (load, checks, rebuilding "
+            "every device's forecaster state from its ring buffer between batches).",
+            buckets=RESTORE_BUCKETS, registry=r)
+        self.model_version = Gauge(
+            "streamer_model_version_info",
+            "1 for the model version each role runs (current, candidate in shadow).",
+            ["role", "version"], registry=r)
+        self._model_versions: dict[str, str] = {}
+        self.shadow_scored = Counter(
+            "streamer_shadow_scored_readings",
+            "Readings the candidate scored in shadow (a share of devices: predictor.lstm.shadow.fraction).",
+            registry=r)
+        self.shadow_flags = Counter(
+            "streamer_shadow_flags",
+            "Readings the candidate scored that either model flagged, by agreement: both, "
+            "current_only, candidate_only.",
+            ["agreement"], registry=r)
+        for agreement in ("both", "current_only", "candidate_only"):
+            self.shadow_flags.labels(agreement)
+        self.shadow_alerts = Counter(
+            "streamer_shadow_alerts",
+            "Alert events the candidate raised in shadow (on kafka.shadow_alert_topic), by event.",
+            ["event"], registry=r)
+        for shadow_event in ("open", "update", "resolve"):
+            self.shadow_alerts.labels(shadow_event)
 
         self.feedback_applied = Counter(
             "streamer_feedback_applied",
@@ -265,6 +309,16 @@ class Metrics:
         """Publish what this daemon runs."""
         self.info.info({"version": __version__, "predictor": predictor,
                         "model_version": model_version, "method": method})
+        self.set_model("current", model_version)
+
+    def set_model(self, role: str, version: str | None) -> None:
+        """Publish the version ``role`` runs now (None: none)."""
+        shown = self._model_versions.pop(role, None)
+        if shown is not None:
+            self.model_version.remove(role, shown)
+        if version is not None:
+            self.model_version.labels(role, version).set(1)
+            self._model_versions[role] = version
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:
         """Drop per-partition series of partitions this process no longer owns."""

@@ -60,8 +60,9 @@ PAUSE_REASONS: tuple[PauseReason, ...] = get_args(PauseReason)
 # (streamer_scoring_pause_seconds): snapshot (taking a slice of devices, or
 # marking it written), restore (writing restored rows), replay (replaying
 # input into restored state), release (forgetting a partition's devices),
-# gauges (counting over every device), feedback (applying operator feedback).
-PauseCause = Literal["snapshot", "restore", "replay", "release", "gauges", "feedback"]
+# gauges (counting over every device), feedback (applying operator feedback),
+# model (preparing a model to swap in, or swapping it).
+PauseCause = Literal["snapshot", "restore", "replay", "release", "gauges", "feedback", "model"]
 PAUSE_CAUSES: tuple[PauseCause, ...] = get_args(PauseCause)
 
 # Why a partition's fetch position was reset to kafka.auto_offset_reset
@@ -71,8 +72,10 @@ PAUSE_CAUSES: tuple[PauseCause, ...] = get_args(PauseCause)
 OffsetResetReason = Literal["out_of_range", "no_committed_offset"]
 OFFSET_RESET_REASONS: tuple[OffsetResetReason, ...] = get_args(OffsetResetReason)
 
-# How a device's snapshot was treated on assignment (streamer_state_restored_devices_total).
-RestoreOutcome = Literal["restored", "stale", "mismatch"]
+# How a device's snapshot was treated on assignment (streamer_state_restored_devices_total):
+# rebuilt counts the restored devices whose snapshot was of another model
+# (history restored, forecaster state rebuilt from the ring buffer).
+RestoreOutcome = Literal["restored", "rebuilt", "stale", "mismatch"]
 RESTORE_OUTCOMES: tuple[RestoreOutcome, ...] = get_args(RestoreOutcome)
 
 # Log records that other programs act on carry one of these as `event` (streamer.logs):
@@ -101,3 +104,14 @@ ALERTMANAGER_FAILURES: tuple[AlertmanagerFailure, ...] = get_args(AlertmanagerFa
 # streamer/schemas/alert.schema.json).
 AlertRecordRejection = Literal["empty", "malformed_json", "invalid_alert"]
 ALERT_RECORD_REJECTIONS: tuple[AlertRecordRejection, ...] = get_args(AlertRecordRejection)
+
+# Why the daemon refused to swap in (or shadow) a registry version
+# (streamer_model_refusals_total): unreadable (missing, damaged, not a
+# bundle, not in the registry), channels (other channels than
+# readings.channels), validation (no finite validation metrics recorded),
+# parity (its forecast on the fixed input differs from the recorded one).
+ModelRefusalReason = Literal["unreadable", "channels", "validation", "parity"]
+MODEL_REFUSAL_REASONS: tuple[ModelRefusalReason, ...] = get_args(ModelRefusalReason)
+# Which registry name a model follows.
+ModelRole = Literal["current", "candidate"]
+MODEL_ROLES: tuple[ModelRole, ...] = get_args(ModelRole)

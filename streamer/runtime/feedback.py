@@ -121,7 +121,6 @@ class FeedbackFollower:
         self.snapshots = snapshots
         self.device_id_pattern = re.compile(config.readings.device_id_pattern)
         self.method = pipeline.threshold.method
-        self.model_version = pipeline.predictor.version
         self._wanted: set[int] = set()  # partitions to follow (their input partition is active)
         # Unfollowed, kept assigned (paused) until their last offsets are committed.
         self._retiring: set[int] = set()
@@ -278,7 +277,8 @@ class FeedbackFollower:
                 devices += part.devices
             outcome = Applied(devices)
         if isinstance(outcome, Applied):
-            self.metrics.feedback_applied.labels(message.kind, self.method, self.model_version).inc()
+            self.metrics.feedback_applied.labels(message.kind, self.method,
+                                                 self.pipeline.predictor.version).inc()
         return outcome
 
     async def _job(self, message: Feedback, owned: frozenset[int],

@@ -47,6 +47,16 @@ class HoltPredictor:
         """None: level and trend live in the slot table."""
         return None
 
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """Level and trend."""
+        prefix = self.table.prefix
+        return (f"{prefix}holt_level", f"{prefix}holt_trend")
+
+    def forget(self, slots: IndexArray) -> None:
+        """Back to no level and no trend."""
+        self.table.reset_fields(slots, ["holt_level", "holt_trend"])
+
     def observe(self, slots: IndexArray, values: Float64Array) -> None:
         """Smooth the new readings into level and trend."""
         level = self.table["holt_level"]

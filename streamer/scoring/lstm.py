@@ -122,6 +122,22 @@ class LSTMPredictor:
         """The stateful backend's state table (row = slot); window mode keeps none."""
         return self.backend if self.mode == "stateful" else None
 
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """Normalisation, reading count, next forecast, and (window mode) the normalised inputs."""
+        prefix = self.table.prefix
+        return tuple(prefix + name for name in self._own_fields())
+
+    def _own_fields(self) -> list[str]:
+        names = ["lstm_moments", "lstm_count", "lstm_next"]
+        if self.inputs is not None:
+            names += ["lstm_u", "lstm_u_head", "lstm_u_filled"]
+        return names
+
+    def forget(self, slots: IndexArray) -> None:
+        """Back to no history: a zero reading count also restarts both backend states (stateful_schedule)."""
+        self.table.reset_fields(slots, self._own_fields())
+
     def forecast(self, slots: IndexArray) -> Float64Array:
         """The forecast computed when each slot's last reading was observed."""
         result: Float64Array = self.table["lstm_next"][slots]

@@ -14,7 +14,9 @@ device per batch) is a single round.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,7 @@ from streamer.feedback.adjustments import Applied, GateCounts, OperatorAdjustmen
 from streamer.feedback.messages import Feedback, FeedbackRejection, pattern_regex
 from streamer.feedback.rules import RuleBook
 from streamer.scoring.baseline import HoltPredictor
-from streamer.scoring.predictor import Predictor
+from streamer.scoring.predictor import Predictor, replay_history
 from streamer.state.extra_rows import ExtraRows
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
@@ -38,6 +40,9 @@ from streamer.thresholds.record import GATED_METHODS, apply_record_gate, make_re
 from streamer.thresholds.result import ThresholdResult, scatter, take
 from streamer.thresholds.stuck import apply_stuck, make_stuck
 from streamer.vocabulary import SuppressionReason
+
+if TYPE_CHECKING:
+    from models.bundle import ModelBundle
 
 IndexArray = npt.NDArray[np.intp]
 
@@ -67,22 +72,65 @@ class ScoreResult:
 
 
 def make_predictor(config: Config, table: SlotTable) -> Predictor:
-    """The predictor the config names, with its state in ``table``."""
+    """The predictor the config names, with its state in ``table``.
+
+    With ``predictor.lstm.registry`` set, the bundle is the registry's
+    ``current`` (checked as a swapped-in one would be); else ``predictor.lstm.bundle``.
+    """
     settings = config.predictor
     if settings.kind == "lstm":
         from models.bundle import BundleError, load_bundle
         from streamer.scoring.lstm import LSTMPredictor
 
-        try:
-            bundle = load_bundle(settings.lstm.bundle)
-        except BundleError as exc:
-            raise ConfigError("<config>", "predictor.lstm.bundle", f"{settings.lstm.bundle}: {exc}") from None
-        if list(bundle.metadata.channels) != list(config.readings.channels):
-            raise ConfigError("<config>", "predictor.lstm.bundle",
-                              f"{settings.lstm.bundle}: bundle channels {list(bundle.metadata.channels)} "
-                              f"differ from readings.channels {list(config.readings.channels)}")
+        if settings.lstm.registry is not None:
+            bundle = current_bundle(settings.lstm.registry, config.readings.channels)
+        else:
+            try:
+                bundle = load_bundle(settings.lstm.bundle)
+            except BundleError as exc:
+                raise ConfigError("<config>", "predictor.lstm.bundle",
+                                  f"{settings.lstm.bundle}: {exc}") from None
+            if list(bundle.metadata.channels) != list(config.readings.channels):
+                raise ConfigError("<config>", "predictor.lstm.bundle",
+                                  f"{settings.lstm.bundle}: bundle channels {list(bundle.metadata.channels)} "
+                                  f"differ from readings.channels {list(config.readings.channels)}")
         return LSTMPredictor(table, bundle, mode=settings.lstm.mode, backend=settings.lstm.backend)
     return HoltPredictor(table, len(config.readings.channels), settings.baseline)
+
+
+def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle:
+    """The registry's ``current`` bundle, loaded and checked.
+
+    Raises:
+        ConfigError: No current version, or one that cannot be used (named
+            under ``predictor.lstm.registry`` with the reason).
+    """
+    from models.registry import BundleRegistry, RegistryError
+    from streamer.scoring.model_swap import Refusal, load_checked
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError("<config>", "predictor.lstm.registry", f"{registry_path}: {reason}")
+
+    registry = BundleRegistry(registry_path)
+    try:
+        version = registry.pointer("current")
+        if version is None:
+            raise refuse("no current version (register one: streamer model add BUNDLE --promote)")
+        loaded = load_checked(registry.path_of(version), channels)
+    except (OSError, RegistryError) as exc:
+        raise refuse(str(exc)) from None
+    if isinstance(loaded, Refusal):
+        raise refuse(f"current {version}: {loaded.reason}: {loaded.detail}")
+    if loaded.version != version:
+        raise refuse(f"current names {version} but its bundle is {loaded.version}")
+    return loaded
+
+
+def rebuild_from_rings(predictor: Predictor, registry: DeviceRegistry, slots: IndexArray) -> None:
+    """Rebuild ``predictor``'s state of ``slots`` from the readings in their ring buffers."""
+    if len(slots):
+        rings = registry.rings
+        replay_history(predictor, slots, rings.windows(slots).astype(np.float64), rings.filled(slots))
 
 
 def rounds(slots: IndexArray) -> list[IndexArray]:
@@ -156,10 +204,26 @@ class ScoringPipeline:
         self.operators = OperatorAdjustments(table, self.channels, config.feedback, config.thresholds,
                                              self.rules)
         self.warmup = config.thresholds.warmup
+        # A model being swapped in (streamer.scoring.model_swap): it reads every
+        # reading the running one reads, from its own fields, until it replaces it.
+        self.staged: Predictor | None = None
 
     def extra_rows(self) -> ExtraRows | None:
         """The predictor's per-slot state outside the slot table, for snapshots."""
         return self.predictor.extra_rows()
+
+    def model_fields(self) -> tuple[str, ...]:
+        """The running predictor's slot-table fields (the model part of a snapshot row)."""
+        return self.predictor.state_fields
+
+    def rebuild_model(self, slots: npt.NDArray[np.intp]) -> None:
+        """Rebuild the running predictor's state of ``slots`` from their ring buffers."""
+        rebuild_from_rings(self.predictor, self.registry, slots)
+
+    def restored(self, slots: npt.NDArray[np.intp]) -> None:
+        """``slots`` were just written from snapshots: a model being swapped in rebuilds them too."""
+        if self.staged is not None:
+            rebuild_from_rings(self.staged, self.registry, slots)
 
     def state_identity(self) -> dict[str, str]:
         """What a state snapshot row's meaning depends on besides its layout."""
@@ -291,6 +355,8 @@ class ScoringPipeline:
         started = time.perf_counter()
         forecast = self.predictor.forecast(round_slots)
         self.predictor.observe(round_slots, values)
+        if self.staged is not None:
+            self.staged.observe(round_slots, values)
         result.model_seconds += time.perf_counter() - started
 
         residual = values - forecast

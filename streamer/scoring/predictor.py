@@ -42,3 +42,32 @@ class Predictor(Protocol):
     def extra_rows(self) -> ExtraRows | None:
         """Per-slot state kept outside the slot table, for snapshots (None: all of it is in the table)."""
         ...
+
+    @property
+    def state_fields(self) -> tuple[str, ...]:
+        """Its slot-table fields, as named in the whole table (the model part of a snapshot row)."""
+        ...
+
+    def forget(self, slots: IndexArray) -> None:
+        """Return each slot's state to that of a device never seen."""
+        ...
+
+
+def replay_history(predictor: Predictor, slots: IndexArray, history: Float64Array,
+                   filled: npt.NDArray[np.int64]) -> None:
+    """Rebuild the state of ``slots`` from their recent readings, oldest first.
+
+    Args:
+        predictor: The predictor whose state is rebuilt (forgotten first).
+        slots: Distinct slots.
+        history: ``(len(slots), window, channels)``: each slot's last readings,
+            right-aligned (a ring buffer's windows); entries before the last
+            ``filled`` are ignored.
+        filled: How many of each slot's entries hold readings.
+    """
+    predictor.forget(slots)
+    window = history.shape[1]
+    for step in range(window):
+        present = np.flatnonzero(filled >= window - step)
+        if present.size:
+            predictor.observe(slots[present], history[present, step])

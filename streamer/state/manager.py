@@ -45,7 +45,15 @@ from streamer.state.recovery import (
     replay_start,
 )
 from streamer.state.registry import NO_SLOT, DeviceRegistry
-from streamer.state.snapshots import FORMAT, RowSchema, Snapshot, encode_snapshot, put_rows, take_rows
+from streamer.state.snapshots import (
+    FORMAT,
+    RowSchema,
+    Snapshot,
+    encode_snapshot,
+    put_base_rows,
+    put_rows,
+    take_rows,
+)
 from streamer.vocabulary import PauseCause
 
 log = logging.getLogger(__name__)
@@ -72,6 +80,18 @@ class ScoredFleet(Protocol):
 
     def state_identity(self) -> dict[str, str]:
         """What else must match for a snapshot row to mean the same thing (model, method, channels)."""
+        ...
+
+    def model_fields(self) -> tuple[str, ...]:
+        """The slot-table fields of the forecaster (the model part of a row)."""
+        ...
+
+    def rebuild_model(self, slots: IndexArray) -> None:
+        """Rebuild the forecaster state of ``slots`` from their ring buffers (restored without it)."""
+        ...
+
+    def restored(self, slots: IndexArray) -> None:
+        """``slots`` were just written from snapshots."""
         ...
 
     def replay(self, batch: ReadingBatch, partitions: Int32Array) -> int:
@@ -173,7 +193,8 @@ class StateManager:
         registry = fleet.registry
         self.registry = registry
         self.extras = fleet.extra_rows()
-        self.schema = RowSchema.build(registry.table, self.extras, fleet.state_identity())
+        self.schema = RowSchema.build(registry.table, self.extras, fleet.state_identity(),
+                                      fleet.model_fields())
         readings = config.readings
         # Its own decoder: replay may decode on the scoring thread while the
         # fetch loop decodes on the event loop.
@@ -181,6 +202,21 @@ class StateManager:
                                       max_message_bytes=readings.max_message_bytes,
                                       max_future_ms=readings.max_future_ms)
         self._write_lock = asyncio.Lock()
+
+    def model_changed(self) -> None:
+        """The fleet swapped its model: rows from now on have its layout, and every device is changed.
+
+        Call on the scorer between batches. Marking every device changed
+        makes the next rounds rewrite them all under the new fingerprint, so
+        a restart soon finds whole rows again (until then, rows of the old
+        model restore their base and rebuild the forecaster).
+        """
+        fleet = self.fleet
+        self.extras = fleet.extra_rows()
+        self.schema = RowSchema.build(self.registry.table, self.extras, fleet.state_identity(),
+                                      fleet.model_fields())
+        table = self.registry.table
+        table["reg_edits"][table["reg_live"]] += 1
 
     # ---------------------------------------------------------------- snapshots
     @property
@@ -277,7 +313,7 @@ class StateManager:
         state = self.config.state
         await self.release([partition])
         selector = SnapshotSelector(fingerprint=self.schema.fingerprint, committed=committed,
-                                    row_bytes=self.schema.row_bytes)
+                                    row_bytes=self.schema.row_bytes, base_bytes=self.schema.base_bytes)
         await read_partition(reader, TopicPartition(self.topic, partition), selector, deadline=deadline,
                              max_records=self.slice_devices)
         selection = selector.selection
@@ -286,7 +322,8 @@ class StateManager:
         size = self.slice_devices
         for start in range(0, len(chosen), size):
             part = dict(chosen[start:start + size])
-            stamps.update(await self.run(functools.partial(self.apply, partition, part), "restore"))
+            rebuild = selection.base_only & part.keys()
+            stamps.update(await self.run(functools.partial(self.apply, partition, part, rebuild), "restore"))
         outcomes = selection.outcomes()
         outcomes["restored"] = len(stamps)
         for outcome, count in outcomes.items():
@@ -307,8 +344,13 @@ class StateManager:
                  partition, committed, seconds, outcomes, replayed, start)
         return report
 
-    def apply(self, partition: int, chosen: Mapping[str, Snapshot]) -> dict[str, int]:
-        """Write the chosen snapshots into new slots; returns the restored devices' stamps."""
+    def apply(self, partition: int, chosen: Mapping[str, Snapshot],
+              base_only: Collection[str] = ()) -> dict[str, int]:
+        """Write the chosen snapshots into new slots; returns the restored devices' stamps.
+
+        ``base_only``: devices whose snapshot is of another model; their base
+        is written and their forecaster rebuilt from the restored ring buffer.
+        """
         registry = self.registry
         # A device already live here reads from another partition this daemon
         # owns (it changed partition): its live state wins.
@@ -317,7 +359,14 @@ class StateManager:
         admitted = slots != NO_SLOT
         ids = [device_id for device_id, ok in zip(fresh, admitted.tolist(), strict=True) if ok]
         slots = slots[admitted]
-        put_rows(registry.table, self.extras, self.schema, slots, [chosen[d].row for d in ids])
+        whole = np.array([device_id not in base_only for device_id in ids], dtype=bool)
+        put_rows(registry.table, self.extras, self.schema, slots[whole],
+                 [chosen[d].row for d, ok in zip(ids, whole.tolist(), strict=True) if ok])
+        if not whole.all():
+            put_base_rows(registry.table, self.schema, slots[~whole],
+                          [chosen[d].row for d, ok in zip(ids, whole.tolist(), strict=True) if not ok])
+            self.fleet.rebuild_model(slots[~whole])
+        self.fleet.restored(slots)
         table = registry.table
         table["reg_snapshot_seen"][slots] = self.registry.versions(slots)  # as on the state topic
         return {device_id: chosen[device_id].offset for device_id in ids}

@@ -5,7 +5,9 @@ On assignment of input partition ``p`` with committed offset ``C``:
 1. State partition ``p`` is read from its beginning to its high watermark
    (not ``end_offsets()``: some Kafka-protocol brokers report it wrongly).
    Per device, the *last* usable snapshot wins: fingerprint equal to ours
-   and stamped ``offset <= C``. A compacted topic may still hold older
+   (or its base part equal, when the model changed: the device then keeps
+   its history and rebuilds its forecaster state, ``rebuilt``) and stamped
+   ``offset <= C``. A compacted topic may still hold older
    snapshots of a device; one of those is used when the newest is unusable.
    Snapshots stamped beyond ``C`` reflect readings whose offsets were never
    committed (the owner died between snapshot and commit): restoring them
@@ -29,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.codec import ReadingBatch, Record
-from streamer.state.snapshots import Snapshot, decode_snapshot
+from streamer.state.snapshots import Snapshot, base_of, decode_snapshot
 
 
 class Reader(Protocol):
@@ -66,23 +68,30 @@ class Selection:
     """The snapshot chosen for each device of one partition, and what was passed over."""
 
     chosen: dict[str, Snapshot] = field(default_factory=dict)
+    # Chosen devices whose snapshot is of another model: only its base is restored.
+    base_only: set[str] = field(default_factory=set)
     stale: set[str] = field(default_factory=set)
     mismatch: set[str] = field(default_factory=set)
 
     def outcomes(self) -> dict[str, int]:
-        """Devices per outcome: restored, stale (only snapshots beyond C), mismatch."""
+        """Devices per outcome: restored (of which rebuilt), stale (only snapshots beyond C), mismatch."""
         stale = self.stale - self.chosen.keys()
         mismatch = self.mismatch - self.chosen.keys() - stale
-        return {"restored": len(self.chosen), "stale": len(stale), "mismatch": len(mismatch)}
+        return {"restored": len(self.chosen), "rebuilt": len(self.base_only), "stale": len(stale),
+                "mismatch": len(mismatch)}
 
 
 class SnapshotSelector:
     """Feeds state-topic records in offset order; keeps the last usable snapshot per device."""
 
-    def __init__(self, *, fingerprint: str, committed: int, row_bytes: int) -> None:
+    def __init__(self, *, fingerprint: str, committed: int, row_bytes: int,
+                 base_bytes: int | None = None) -> None:
+        """``base_bytes``: the size of a row's base (None: only whole rows of our fingerprint are usable)."""
         self.fingerprint = fingerprint
+        self.base = base_of(fingerprint)
         self.committed = committed
         self.row_bytes = row_bytes
+        self.base_bytes = base_bytes
         self.selection = Selection()
 
     def feed(self, key: bytes | None, value: bytes | None) -> None:
@@ -93,18 +102,25 @@ class SnapshotSelector:
         sel = self.selection
         if value is None:  # a tombstone deletes the device's history
             sel.chosen.pop(device_id, None)
+            sel.base_only.discard(device_id)
             sel.stale.discard(device_id)
             sel.mismatch.discard(device_id)
             return
         snapshot = decode_snapshot(value)
-        usable = (snapshot is not None and snapshot.fingerprint == self.fingerprint
-                  and len(snapshot.row) == self.row_bytes)
-        if snapshot is None or not usable:
+        whole = (snapshot is not None and snapshot.fingerprint == self.fingerprint
+                 and len(snapshot.row) == self.row_bytes)
+        base = (not whole and snapshot is not None and self.base_bytes is not None
+                and base_of(snapshot.fingerprint) == self.base and len(snapshot.row) >= self.base_bytes)
+        if snapshot is None or not (whole or base):
             sel.mismatch.add(device_id)
         elif snapshot.offset > self.committed:
             sel.stale.add(device_id)
         else:
             sel.chosen[device_id] = snapshot
+            if base:
+                sel.base_only.add(device_id)
+            else:
+                sel.base_only.discard(device_id)
 
 
 async def read_partition(reader: Reader, tp: Any, selector: SnapshotSelector, *,

@@ -12,10 +12,13 @@ msgpack via msgspec::
 
     [format, fingerprint, partition, offset, taken_at_ms, row]
 
-- ``fingerprint``: hash of the field names, dtypes (with byte order) and
-  shapes, the channel names, the predictor's model version and the threshold
-  method. A snapshot whose fingerprint differs (new model, other window,
-  other method) is ignored, never reinterpreted.
+- ``fingerprint``: ``<base>.<model>`` (:class:`RowSchema`): hashes of the
+  field names, dtypes (with byte order) and shapes, the channel names and
+  the threshold method (base), and of the forecaster's fields and model
+  version (model). A snapshot whose base differs (other window, other
+  method) is ignored, never reinterpreted; one whose model part alone
+  differs (the model was swapped) gives its base, and the forecaster state
+  is rebuilt from the device's ring buffer.
 - ``partition``/``offset``: the input partition of the device and the offset
   its state reflects: every record of that partition *before* ``offset`` has
   been applied, none after.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,41 +80,87 @@ def decode_snapshot(data: bytes) -> Snapshot | None:
 
 @dataclass(frozen=True)
 class RowSchema:
-    """The layout of one device's row, and its fingerprint."""
+    """The layout of one device's row, and its fingerprint.
+
+    A row is the *base* (every kept slot-table field but the forecaster's:
+    ring buffer, threshold, episodes, operator adjustments) followed by the
+    *model* part (the forecaster's slot-table fields and its per-slot state
+    outside the table). The fingerprint is ``<base>.<model>``, one hash each,
+    so a snapshot taken under another model still yields its base
+    (:meth:`base_usable`): a device restored after a model swap keeps its
+    history and rebuilds only its forecaster state.
+    """
 
     dtype: np.dtype[np.void]
     table_fields: tuple[str, ...]
     extra_fields: tuple[str, ...]
     fingerprint: str
+    base_dtype: np.dtype[np.void]
+    base_fields: tuple[str, ...]
 
     @classmethod
-    def build(cls, table: SlotTable, extras: ExtraRows | None, identity: dict[str, str]) -> RowSchema:
-        """The schema of ``table`` (minus bookkeeping) plus ``extras``.
+    def build(cls, table: SlotTable, extras: ExtraRows | None, identity: dict[str, str],
+              model_fields: Collection[str] = ()) -> RowSchema:
+        """The schema of ``table`` (minus bookkeeping and transient fields) plus ``extras``.
 
         Args:
             table: The device slot table.
-            extras: Per-slot state outside the table, if any.
+            extras: Per-slot state outside the table, if any (the model's).
             identity: What else must match for a row to mean the same thing
-                (model version, threshold method, channels).
+                (``model_version`` for the model part; threshold method and
+                channels for the base).
+            model_fields: The slot-table fields that belong to the forecaster.
         """
-        table_fields = tuple(name for name in table.fields if name not in BOOKKEEPING_FIELDS)
+        stored = [name for name in table.stored_fields if name not in BOOKKEEPING_FIELDS]
+        # Sorted: a layout must not depend on the order components were built in
+        # (a swapped-in model declares its fields after every other component).
+        base_fields = tuple(sorted(name for name in stored if name not in model_fields))
+        model_table_fields = tuple(sorted(name for name in stored if name in model_fields))
+        table_fields = base_fields + model_table_fields
         layout: list[tuple[str, str, tuple[int, ...]]] = []
         for name in table_fields:
             array = table[name]
             layout.append((name, array.dtype.str, tuple(array.shape[1:])))
         extra_fields: list[str] = []
-        for field in extras.row_fields if extras is not None else ():
-            layout.append((field.name, field.dtype.str, field.shape))
-            extra_fields.append(field.name)
+        for row_field in extras.row_fields if extras is not None else ():
+            layout.append((row_field.name, row_field.dtype.str, row_field.shape))
+            extra_fields.append(row_field.name)
         dtype = np.dtype([(name, np.dtype(code), shape) for name, code, shape in layout])
-        described = json.dumps({"format": FORMAT, "layout": layout, "identity": identity}, sort_keys=True)
-        fingerprint = hashlib.sha256(described.encode()).hexdigest()[:16]
-        return cls(dtype, table_fields, tuple(extra_fields), fingerprint)
+        base_layout = layout[:len(base_fields)]
+        base_dtype = np.dtype([(name, np.dtype(code), shape) for name, code, shape in base_layout])
+        base_identity = {key: value for key, value in identity.items() if key != "model_version"}
+        model_identity = {key: value for key, value in identity.items() if key == "model_version"}
+        fingerprint = (_digest({"format": FORMAT, "layout": base_layout, "identity": base_identity}) + "."
+                       + _digest({"layout": layout[len(base_fields):], "identity": model_identity}))
+        return cls(dtype, table_fields, tuple(extra_fields), fingerprint, base_dtype, base_fields)
 
     @property
     def row_bytes(self) -> int:
         """Size of one device's row."""
         return self.dtype.itemsize
+
+    @property
+    def base_bytes(self) -> int:
+        """Size of the base part at the start of a row."""
+        return self.base_dtype.itemsize
+
+    @property
+    def base_fingerprint(self) -> str:
+        """The fingerprint of the base part alone."""
+        return base_of(self.fingerprint)
+
+    def base_usable(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot`` (of another model) still carries a base this schema can read."""
+        return base_of(snapshot.fingerprint) == self.base_fingerprint and len(snapshot.row) >= self.base_bytes
+
+
+def base_of(fingerprint: str) -> str:
+    """The base part of a row fingerprint (see :class:`RowSchema`)."""
+    return fingerprint.split(".", 1)[0]
+
+
+def _digest(described: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def take_rows(table: SlotTable, extras: ExtraRows | None, schema: RowSchema,
@@ -140,6 +189,16 @@ def put_rows(table: SlotTable, extras: ExtraRows | None, schema: RowSchema, slot
         table[name][slots] = array[name]
     if extras is not None and schema.extra_fields:
         extras.write_rows(slots, {name: array[name] for name in schema.extra_fields})
+
+
+def put_base_rows(table: SlotTable, schema: RowSchema, slots: IndexArray, rows: Sequence[bytes]) -> None:
+    """Write the base part of rows taken under another model (see :meth:`RowSchema.base_usable`)."""
+    if not len(slots):
+        return
+    size = schema.base_bytes
+    array = np.frombuffer(b"".join(row[:size] for row in rows), dtype=schema.base_dtype)
+    for name in schema.base_fields:
+        table[name][slots] = array[name]
 
 
 def row_values(schema: RowSchema, row: bytes) -> dict[str, Any]:

@@ -222,6 +222,11 @@ def test_alert_id_uses_injected_predictor_version() -> None:
         def extra_rows(self) -> None:
             return None
 
+        state_fields = ()
+
+        def forget(self, slots: npt.NDArray[np.intp]) -> None:
+            return None
+
     pipeline = ScoringPipeline(config(warmup=10), predictor=ZeroForecast())
     values = spike_series(n=60, at=40)
     alerts = [a for i, v in enumerate(values)
