@@ -17,7 +17,10 @@ so a daemon never loads half a bundle. Changes take an exclusive lock on
 ``current`` is a stack kept in the history: :meth:`BundleRegistry.promote`
 pushes a version and :meth:`BundleRegistry.rollback` pops one, so rollback
 always returns to the version that ran before the latest promotion still in
-force, and repeated rollbacks walk further back.
+force, and repeated rollbacks walk further back. A ``current`` that the
+history does not have on top of its stack (written by hand, or swapped just
+before a crash cut its history line) is recorded as promoted before the next
+change, so rollback can return to it.
 """
 
 from __future__ import annotations
@@ -126,10 +129,11 @@ class BundleRegistry:
         directory = self.root / VERSIONS_DIR
         if not directory.is_dir():
             return []
-        added = {entry.version: entry.at for entry in self.history()
+        # Position in the history orders versions added within the same second.
+        added = {entry.version: (position, entry.at) for position, entry in enumerate(self.history())
                  if entry.action == "add" and entry.version}
         names = {name: self.pointer(name) for name in POINTER_NAMES}
-        found = []
+        found: list[tuple[int, VersionInfo]] = []
         for path in directory.iterdir():
             if not path.is_dir() or path.name.startswith("."):
                 continue
@@ -139,8 +143,9 @@ class BundleRegistry:
             except (OSError, ValueError, AttributeError):
                 validation = {}
             pointing = tuple(name for name in POINTER_NAMES if names[name] == path.name)
-            found.append(VersionInfo(path.name, path, added.get(path.name, ""), pointing, validation))
-        return sorted(found, key=lambda info: (info.added_at, info.version))
+            position, added_at = added.get(path.name, (-1, ""))  # added by hand: listed first
+            found.append((position, VersionInfo(path.name, path, added_at, pointing, validation)))
+        return [info for _, info in sorted(found, key=lambda item: (item[0], item[1].version))]
 
     def history(self) -> list[HistoryEntry]:
         """Every change, oldest first (lines that cannot be read are skipped)."""
@@ -185,8 +190,15 @@ class BundleRegistry:
             if target.is_dir():
                 return bundle.version
             incoming = self.root / VERSIONS_DIR / f".incoming-{uuid.uuid4().hex}"
-            shutil.copytree(bundle.path, incoming)
-            os.replace(incoming, target)
+            try:
+                shutil.copytree(bundle.path, incoming)
+                # The source may have changed since it was checked: check what was copied.
+                self._check_bundle(incoming, bundle.version)
+                _sync_tree(incoming)
+                os.replace(incoming, target)
+            finally:
+                shutil.rmtree(incoming, ignore_errors=True)
+            _sync_directory(target.parent)
             self._record("add", bundle.version, None, note)
         return bundle.version
 
@@ -202,9 +214,7 @@ class BundleRegistry:
             previous = self.pointer("current")
             if previous == version:
                 return previous
-            if previous is not None and not self.current_stack():
-                # current set by hand before any history: make it the base of the stack.
-                self._record("promote", previous, None, "found as current")
+            self._adopt_current(previous)
             self._set("current", version)
             self._record("promote", version, previous, note)
             if self.pointer("candidate") == version:
@@ -219,18 +229,26 @@ class BundleRegistry:
             RegistryError: There is nothing to roll back to.
         """
         with self._locked():
+            previous = self.pointer("current")
             stack = self.current_stack()
+            if previous is not None and (not stack or stack[-1] != previous):
+                stack.append(previous)  # what _adopt_current records, once the rollback is sure
             if len(stack) < 2:
                 raise RegistryError("nothing to roll back to: current has no earlier version in the history")
             version = stack[-2]
             self._check_loadable(version)
-            previous = self.pointer("current")
+            self._adopt_current(previous)
             self._set("current", version)
             self._record("rollback", version, previous, note)
         return version
 
     def shadow(self, version: str | None, *, note: str = "") -> str | None:
-        """Point ``candidate`` at ``version`` (None: no candidate); returns what it replaced."""
+        """Point ``candidate`` at ``version`` (None: no candidate); returns what it replaced.
+
+        Raises:
+            RegistryError: ``version`` is not registered.
+            BundleError: Its bundle is damaged (checked before anything changes).
+        """
         with self._locked():
             previous = self.pointer("candidate")
             if version is None:
@@ -246,9 +264,29 @@ class BundleRegistry:
 
     # ---------------------------------------------------------------- internals
     def _check_loadable(self, version: str) -> None:
-        bundle = load_bundle(self.path_of(version))
+        self._check_bundle(self.path_of(version), version)
+
+    @staticmethod
+    def _check_bundle(path: Path, version: str) -> None:
+        """Raise a :class:`BundleError` naming ``version`` unless ``path`` holds that version intact."""
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            raise BundleError(f"{version}: {exc}") from None
         if bundle.version != version:
-            raise BundleError(f"versions/{version} holds {bundle.version!r}")
+            raise BundleError(f"{version}: the directory holds {bundle.version!r}")
+
+    def _adopt_current(self, current: str | None) -> None:
+        """Put ``current`` on top of the stack when the history does not have it there.
+
+        That happens when it was set by hand, or when a crash came between a
+        pointer swap and its history line: rollback must return to it.
+        """
+        if current is None:
+            return
+        stack = self.current_stack()
+        if not stack or stack[-1] != current:
+            self._record("promote", current, stack[-1] if stack else None, "found as current")
 
     def _set(self, name: PointerName, version: str) -> None:
         temporary = self.root / f".{name}.{uuid.uuid4().hex}"
@@ -267,8 +305,12 @@ class BundleRegistry:
     def _record(self, action: Action, version: str | None, previous: str | None, note: str) -> None:
         entry = HistoryEntry(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), action, version, previous,
                              _who(), note)
-        with (self.root / HISTORY_FILE).open("a", encoding="utf-8") as file:
-            file.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
+        path = self.root / HISTORY_FILE
+        # After a crash mid-append the file ends in a torn line: appending to it
+        # would glue this entry onto the torn one, and both would be skipped.
+        separator = "" if _ends_a_line(path) else "\n"
+        with path.open("a", encoding="utf-8") as file:
+            file.write(separator + json.dumps(entry.to_json(), sort_keys=True) + "\n")
             file.flush()
             os.fsync(file.fileno())
 
@@ -289,6 +331,34 @@ def _who() -> str:
     except (KeyError, OSError):
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
+
+
+def _ends_a_line(path: Path) -> bool:
+    """Whether ``path`` is missing, empty, or ends with a newline."""
+    try:
+        with path.open("rb") as file:
+            if file.seek(0, os.SEEK_END) == 0:
+                return True
+            file.seek(-1, os.SEEK_END)
+            return file.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
+
+
+def _sync_tree(path: Path) -> None:
+    """Flush a copied bundle's files to disk before it is renamed into place.
+
+    Without it, a power loss soon after ``add`` could leave a version whose
+    name is durable but whose files are empty.
+    """
+    for file in path.rglob("*"):
+        if file.is_file():
+            descriptor = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+    _sync_directory(path)
 
 
 def _sync_directory(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ``streamer`` command line: run, simulate, demo, alertmanager, train, model inspect."""
+"""The ``streamer`` command line: run, simulate, demo, alertmanager, train, model (inspect, registry)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from streamer.config import Config, load_config
 from streamer.errors import ConfigError, StreamerError
 from streamer.feedback import command as feedback_command
 from streamer.gc_tuning import tune_collector
+from streamer.lifecycle import registry_command
 from streamer.logs import configure_logging
 
 log = logging.getLogger("streamer")
@@ -179,8 +180,9 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(command="train", handler=_cmd_train)
 
-    model = sub.add_parser("model", help="inspect model bundles",
-                           description="Model bundle commands.")
+    model = sub.add_parser("model", help="inspect model bundles; manage the bundle registry",
+                           description="Model bundle commands: inspect a bundle; list, add, promote, "
+                                       "roll back and shadow versions in the bundle registry.")
     model.set_defaults(command="model", handler=lambda args, config: _print_help(model), config=None,
                        log_level=None)
     model_sub = model.add_subparsers(title="commands", metavar="COMMAND")
@@ -189,6 +191,7 @@ def _model_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                                                "normalisation, training data, validation metrics) as JSON.")
     inspect.add_argument("bundle", help='bundle directory, or "default" for the shipped bundle')
     inspect.set_defaults(command="model inspect", handler=_cmd_model_inspect)
+    registry_command.register(model_sub, common)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:
