@@ -62,12 +62,14 @@ class KafkaNames:
     dead_letter_topic: str
     group_id: str
     feedback_topic: str
+    shadow_alert_topic: str
 
     @classmethod
     def fresh(cls) -> KafkaNames:
         """Names no other test uses."""
         run = uuid.uuid4().hex[:10]
-        return cls(f"readings-{run}", f"alerts-{run}", f"dlq-{run}", f"group-{run}", f"feedback-{run}")
+        return cls(f"readings-{run}", f"alerts-{run}", f"dlq-{run}", f"group-{run}", f"feedback-{run}",
+                   f"shadow-{run}")
 
 
 ConfigFactory = Callable[..., Config]
@@ -91,6 +93,7 @@ def config_factory(broker: EmbeddedBroker) -> ConfigFactory:
             dead_letter_topic=names.dead_letter_topic,
             group_id=names.group_id,
             feedback_topic=names.feedback_topic,
+            shadow_alert_topic=names.shadow_alert_topic,
             idempotent_producer=False,  # Tansu 0.6: see KafkaConfig.idempotent_producer
             topic_partitions=3,
         )

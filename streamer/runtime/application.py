@@ -26,6 +26,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from models.registry import BundleRegistry
 from streamer.codec import ReadingDecoder
 from streamer.config import Config, log_effective_config
 from streamer.endpoints import Health, HealthServer
@@ -47,6 +48,7 @@ from streamer.runtime.batches import Fetched
 from streamer.runtime.commits import CommitProtocol
 from streamer.runtime.feedback import FeedbackConsumer, FeedbackFollower, feedback_group
 from streamer.runtime.fetcher import Fetcher
+from streamer.runtime.models import ModelFollower
 from streamer.runtime.ownership import PartitionOwnership
 from streamer.runtime.pauses import PauseMeter
 from streamer.runtime.score_loop import ScoreLoop
@@ -82,6 +84,7 @@ class Engines:
     ownership: PartitionOwnership
     supervisor: Supervisor
     feedback: FeedbackFollower | None
+    models: ModelFollower | None
 
 
 class Application:
@@ -216,7 +219,12 @@ class Application:
             feedback=feedback)
         supervisor = Supervisor(consumer, config=config, health=self.health, metrics=metrics,
                                 pipeline=self.pipeline, commits=self.commits, pauses=self.pauses)
-        self.engines = Engines(fetcher, score_loop, ownership, supervisor, feedback)
+        models = None
+        registry = config.predictor.lstm.registry
+        if config.predictor.kind == "lstm" and registry is not None:
+            models = ModelFollower(BundleRegistry(registry), config=config, pipeline=self.pipeline,
+                                   scorer=self.scorer, gate=self.commits, metrics=metrics, state=self.state)
+        self.engines = Engines(fetcher, score_loop, ownership, supervisor, feedback, models)
         return self.engines
 
     async def _serve(self, engines: Engines) -> None:
@@ -241,6 +249,8 @@ class Application:
             helpers.append(asyncio.create_task(self._snapshot_loop(), name="snapshots"))
         if feedback is not None:
             helpers.append(asyncio.create_task(feedback.run(), name="feedback"))
+        if engines.models is not None:
+            helpers.append(asyncio.create_task(engines.models.run(), name="models"))
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         try:
             done, _ = await asyncio.wait({fetch, score, acks, watchdog, stop},

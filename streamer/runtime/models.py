@@ -103,6 +103,8 @@ class ModelFollower:
         if isinstance(loaded, Refusal):
             self._refuse("current", version, loaded)
             return False
+        log.info("model swap: preparing %s beside %s (%d devices)", version, self.pipeline.predictor.version,
+                 len(self.pipeline.registry))
         swap = await self._job(lambda: ModelSwap(self.pipeline, loaded))
         try:
             size = FIRST_REBUILD_SLOTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from models.architecture import ArchitectureSpec
 from models.bundle import BundleMetadata, load_bundle, save_bundle
 from models.data import fingerprint
 from models.normalization import NormalizationSpec
+from models.parity import PARITY_TOLERANCE, parity_error
 from models.training import SUGGESTED_THRESHOLD, forecast_errors, train
 from models.weights import forecast_windows
 from models.windows import Sequences
@@ -54,7 +56,10 @@ def test_bundle_reads_back_with_the_same_version_and_metadata(trained: Trained) 
     loaded = load_bundle(path)
     assert loaded.version == saved.version
     assert loaded.version.startswith("lstm-")
-    assert loaded.metadata == metadata
+    assert loaded.metadata == dataclasses.replace(metadata, parity=loaded.metadata.parity)
+    # The parity record: what the trained Keras model forecasts on the fixed input,
+    # reproduced by the numpy step on the saved weights.
+    assert parity_error(loaded.weights, loaded.metadata.window, loaded.metadata.parity) < PARITY_TOLERANCE
     assert loaded.metadata.channels == ("a", "b")
     assert loaded.metadata.window == 16
     assert loaded.metadata.min_context == 4

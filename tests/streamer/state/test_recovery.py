@@ -32,7 +32,7 @@ def test_the_last_usable_snapshot_of_each_device_wins() -> None:
     sel.feed(b"a", snap(30))
     chosen = sel.selection.chosen
     assert {d: s.offset for d, s in chosen.items()} == {"a": 30, "b": 20}
-    assert sel.selection.outcomes() == {"restored": 2, "stale": 0, "mismatch": 0}
+    assert sel.selection.outcomes() == {"restored": 2, "rebuilt": 0, "stale": 0, "mismatch": 0}
 
 
 def test_snapshots_beyond_the_committed_offset_are_ignored() -> None:
@@ -40,7 +40,7 @@ def test_snapshots_beyond_the_committed_offset_are_ignored() -> None:
     sel.feed(b"a", snap(100))  # reflects exactly the committed position: usable
     sel.feed(b"b", snap(101))  # reflects an uncommitted reading
     assert set(sel.selection.chosen) == {"a"}
-    assert sel.selection.outcomes() == {"restored": 1, "stale": 1, "mismatch": 0}
+    assert sel.selection.outcomes() == {"restored": 1, "rebuilt": 0, "stale": 1, "mismatch": 0}
 
 
 def test_an_older_usable_snapshot_is_used_when_the_newest_is_stale() -> None:
@@ -48,7 +48,7 @@ def test_an_older_usable_snapshot_is_used_when_the_newest_is_stale() -> None:
     sel.feed(b"a", snap(90))
     sel.feed(b"a", snap(150))  # its commit never happened
     assert sel.selection.chosen["a"].offset == 90
-    assert sel.selection.outcomes() == {"restored": 1, "stale": 0, "mismatch": 0}
+    assert sel.selection.outcomes() == {"restored": 1, "rebuilt": 0, "stale": 0, "mismatch": 0}
 
 
 def test_other_fingerprints_wrong_sizes_and_garbage_are_mismatches() -> None:
@@ -58,7 +58,20 @@ def test_other_fingerprints_wrong_sizes_and_garbage_are_mismatches() -> None:
     sel.feed(b"c", b"\xc1 not a snapshot")
     sel.feed(b"d", snap(10))
     assert set(sel.selection.chosen) == {"d"}
-    assert sel.selection.outcomes() == {"restored": 1, "stale": 0, "mismatch": 3}
+    assert sel.selection.outcomes() == {"restored": 1, "rebuilt": 0, "stale": 0, "mismatch": 3}
+
+
+def test_a_snapshot_of_another_model_gives_its_base_and_the_latest_snapshot_still_wins() -> None:
+    ours = "b" * 16 + "." + "m" * 16
+    sel = SnapshotSelector(fingerprint=ours, committed=100, row_bytes=ROW, base_bytes=4)
+    sel.feed(b"a", snap(10, fingerprint="b" * 16 + "." + "o" * 16, row=b"r" * 12))  # other model, bigger
+    sel.feed(b"b", snap(10, fingerprint="b" * 16 + "." + "o" * 16, row=b"r" * 4))
+    sel.feed(b"b", snap(20, fingerprint=ours))  # then a whole row of ours
+    sel.feed(b"c", snap(10, fingerprint="x" * 16 + "." + "m" * 16))  # another base: unusable
+    sel.feed(b"d", snap(10, fingerprint="b" * 16 + "." + "o" * 16, row=b"r" * 3))  # shorter than a base
+    assert {d: s.offset for d, s in sel.selection.chosen.items()} == {"a": 10, "b": 20}
+    assert sel.selection.base_only == {"a"}
+    assert sel.selection.outcomes() == {"restored": 2, "rebuilt": 1, "stale": 0, "mismatch": 2}
 
 
 def test_a_tombstone_forgets_the_device_and_keyless_records_are_skipped() -> None:
@@ -67,7 +80,7 @@ def test_a_tombstone_forgets_the_device_and_keyless_records_are_skipped() -> Non
     sel.feed(b"a", None)
     sel.feed(None, snap(10))
     assert sel.selection.chosen == {}
-    assert sel.selection.outcomes() == {"restored": 0, "stale": 0, "mismatch": 0}
+    assert sel.selection.outcomes() == {"restored": 0, "rebuilt": 0, "stale": 0, "mismatch": 0}
 
 
 def _batch(device_ids: list[str], record_index: list[int]) -> ReadingBatch:

@@ -1,0 +1,285 @@
+"""Models that change while the daemon runs, on the real broker.
+
+The daemon follows a bundle registry (``predictor.lstm.registry``). While it
+consumes: a promotion swaps the model between two batches (every reading
+handled once, alerts carry the new version from one batch boundary on); a
+corrupt or incompatible ``current`` is refused and counted while the old
+model keeps scoring; a rollback swaps back; and a daemon killed during a
+swap restarts on the registry's model with its devices' state (history
+restored, forecaster rebuilt from the ring buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from models.bundle import default_bundle_path
+from models.registry import BundleRegistry
+from streamer.codec import Alert, decode_alert, encode_reading
+from streamer.config import Config, RecordGateConfig
+from streamer.metrics import Metrics
+from streamer.runtime.application import Application
+from streamer.state.snapshots import decode_snapshot
+from tests.bundle_variants import bundle_variant, damage_weights
+from tests.integration.daemons import until
+
+pytestmark = pytest.mark.integration
+
+DEVICES = [f"sw-{i:02d}" for i in range(8)]
+WARMUP = 20
+BASE_TS = 1_700_000_000_000
+INTERVAL_MS = 100
+SPIKE = 8.0
+
+
+def value(device: int, step: int) -> float:
+    rng = np.random.default_rng(device * 100_003 + step)
+    return float(10.0 + device + np.sin(step / 5.0 + device) + 0.05 * rng.standard_normal())
+
+
+async def produce(config: Config, steps: range, spikes: dict[tuple[str, int], float] | None = None,
+                  pace_s: float = 0.0) -> int:
+    """Readings of every device for ``steps`` (``pace_s`` between steps: a live stream)."""
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for step in steps:
+            for d, device_id in enumerate(DEVICES):
+                reading = value(d, step) + (spikes or {}).get((device_id, step), 0.0)
+                futures.append(await producer.send(
+                    config.kafka.input_topic, key=device_id.encode(),
+                    value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
+            if pace_s:
+                await asyncio.sleep(pace_s)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+async def alerts_of(config: Config, topic: str | None = None) -> list[Alert]:
+    consumer = AIOKafkaConsumer(topic or config.kafka.alert_topic,
+                                bootstrap_servers=config.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list[Alert] = []
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 1.5:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(decode_alert(record.value) for record in records if record.value is not None)
+                idle_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return out
+
+
+def total(daemon: Application, name: str, **labels: str) -> float:
+    return sum(sample.value for family in daemon.metrics.registry.collect() for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def taken_over(daemon: Application) -> bool:
+    consumer = daemon.consumer
+    return consumer is not None and bool(consumer.assignment()) and consumer.assignment() == set(
+        daemon.commits.active)
+
+
+def scored_once(daemon: Application) -> float:
+    """Readings scored or warming up: each reading once, so the count equals what was produced."""
+    return total(daemon, "streamer_readings_scored_total") + total(daemon, "streamer_readings_warmup_total")
+
+
+def refused(daemon: Application, reason: str) -> Callable[[], bool]:
+    return lambda: total(daemon, "streamer_model_refusals_total", role="current", reason=reason) == 1
+
+
+def last_ts(daemon: Application, device_id: str) -> int | None:
+    slot = daemon.pipeline.registry.slot(device_id)
+    return None if slot is None else int(daemon.pipeline.registry.last_ts(np.array([slot]))[0])
+
+
+async def latest_snapshots(config: Config) -> dict[str, str]:
+    """Each device's latest snapshot fingerprint on the state topic."""
+    consumer = AIOKafkaConsumer(config.kafka.state_topic_name(),
+                                bootstrap_servers=config.kafka.bootstrap_servers,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
+    await consumer.start()
+    latest: dict[str, str] = {}
+    try:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 1.5:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    snapshot = decode_snapshot(record.value) if record.value is not None else None
+                    if snapshot is not None and record.key is not None:
+                        latest[record.key.decode()] = snapshot.fingerprint
+                idle_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return latest
+
+
+def swap_config(config_factory: Callable[..., Config], registry: Path,
+                **sections: dict[str, object]) -> Config:
+    base = config_factory(thresholds={"warmup": WARMUP, "record_gate": RecordGateConfig(enabled=False)},
+                          alerts={"resolve_after": 5}, metrics={"enabled": False}, **sections)
+    lstm = base.predictor.lstm
+    return msgspec.structs.replace(base, predictor=msgspec.structs.replace(
+        base.predictor, lstm=msgspec.structs.replace(lstm, registry=str(registry), poll_interval_s=0.2)))
+
+
+def new_registry(tmp_path: Path) -> tuple[BundleRegistry, str]:
+    registry = BundleRegistry(tmp_path / "registry")
+    first = registry.add(default_bundle_path())
+    registry.promote(first)
+    return registry, first
+
+
+async def test_a_promotion_swaps_the_model_while_consuming_and_a_rollback_swaps_it_back(
+    config_factory: Callable[..., Config], tmp_path: Path,
+) -> None:
+    registry, first = new_registry(tmp_path)
+    second = registry.add(bundle_variant(tmp_path / "second", 1, head_shift=0.02, parity="true")[0])
+    config = swap_config(config_factory, registry.root)
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    produced = 0
+    try:
+        await until(lambda: taken_over(daemon), 30, "never took over", task)
+        produced += await produce(config, range(0, 60), {(DEVICES[1], 50): SPIKE})
+        await until(lambda: scored_once(daemon) >= produced, 60, "warm-up not scored", task)
+        # Promote while readings stream in: the swap happens between two batches of a live stream.
+        stream = asyncio.create_task(produce(config, range(60, 160), {(DEVICES[2], 150): SPIKE}, pace_s=0.02))
+        await asyncio.sleep(0.3)
+        registry.promote(second)
+        produced += await stream
+        await until(lambda: scored_once(daemon) >= produced, 60, "stream not scored", task)
+        assert daemon.pipeline.predictor.version == second
+        assert total(daemon, "streamer_model_swaps_total", role="current") == 1
+
+        registry.rollback()
+        await until(lambda: daemon.pipeline.predictor.version == first, 30, "rollback not followed", task)
+        produced += await produce(config, range(160, 200), {(DEVICES[3], 190): SPIKE})
+        await until(lambda: scored_once(daemon) >= produced, 60, "after rollback not scored", task)
+        await asyncio.sleep(0.5)
+        assert scored_once(daemon) == produced  # none lost, none scored twice
+        assert total(daemon, "streamer_readings_rejected_total") == 0
+        assert total(daemon, "streamer_model_swaps_total", role="current") == 2
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+    opens = sorted((a for a in await alerts_of(config) if a.event == "open"), key=lambda a: a.ts)
+    by_version = {(a.device_id, a.model_version) for a in opens}
+    assert {(DEVICES[1], first), (DEVICES[2], second), (DEVICES[3], first)} <= by_version
+    # One boundary per swap: every alert of the second model lies between the two swaps.
+    second_ts = [a.ts for a in opens if a.model_version == second]
+    assert all(a.ts < min(second_ts) or a.ts > max(second_ts) for a in opens if a.model_version == first)
+
+
+async def test_a_corrupt_or_incompatible_current_is_refused_and_the_old_model_keeps_scoring(
+    config_factory: Callable[..., Config], tmp_path: Path,
+) -> None:
+    registry, first = new_registry(tmp_path)
+    parity = registry.add(bundle_variant(tmp_path / "parity", 2, parity="false")[0])
+    channels = registry.add(bundle_variant(tmp_path / "channels", 3, channels=["pressure"])[0])
+    corrupt = registry.add(bundle_variant(tmp_path / "corrupt", 4)[0])
+    damage_weights(registry.path_of(corrupt))  # damaged on the volume after it was registered
+    config = swap_config(config_factory, registry.root)
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    produced = 0
+    try:
+        await until(lambda: taken_over(daemon), 30, "never took over", task)
+        produced += await produce(config, range(0, 40))
+        await until(lambda: scored_once(daemon) >= produced, 60, "warm-up not scored", task)
+        for version, reason in ((parity, "parity"), (channels, "channels"), (corrupt, "unreadable")):
+            # Pointed at as an operator editing the volume would (promote itself refuses a damaged bundle).
+            (registry.root / "current").write_text(version + "\n")
+            await until(refused(daemon, reason), 30, f"{reason} not refused", task)
+            assert daemon.pipeline.predictor.version == first
+        step = 40
+        produced += await produce(config, range(step, step + 40), {(DEVICES[4], step + 30): SPIKE})
+        await until(lambda: scored_once(daemon) >= produced, 60, "not scored after refusals", task)
+        assert total(daemon, "streamer_model_swaps_total", role="current") == 0
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+    assert (DEVICES[4], first) in {(a.device_id, a.model_version) for a in await alerts_of(config)
+                                   if a.event == "open"}
+
+
+def test_a_daemon_killed_during_a_swap_restarts_on_the_registrys_model_with_its_devices_state(
+    config_factory: Callable[..., Config], write_config: Callable[[Config, Path], Path], tmp_path: Path,
+) -> None:
+    registry, _ = new_registry(tmp_path)
+    second = registry.add(bundle_variant(tmp_path / "second", 5, head_shift=0.02, parity="true")[0])
+    config = swap_config(config_factory, registry.root, state={"snapshot_interval_s": 0.5})
+    config_path = write_config(config, tmp_path / "config.yaml")
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "streamer", "run", "--config", str(config_path)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+
+        def wait_for(text: str) -> None:
+            while text not in log_path.read_text():
+                assert time.monotonic() < deadline and process.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.01)
+
+        wait_for("assigned partitions")  # the daemon created the topics
+        produced = asyncio.run(produce(config, range(0, 60)))
+        wait_for(f"snapshot round: {len(DEVICES)} devices")
+        time.sleep(1.0)  # the readings scored, and snapshot rounds after them
+        registry.promote(second)
+        wait_for("model swap: preparing")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    async def restart() -> None:
+        latest = await latest_snapshots(config)
+        daemon = Application(config, metrics=Metrics())
+        task = asyncio.create_task(daemon.run())
+        try:
+            await until(lambda: taken_over(daemon), 30, "restarted daemon never took over", task)
+            assert daemon.pipeline.predictor.version == second
+            assert daemon.state is not None
+            ours = daemon.state.schema.fingerprint
+            restored = total(daemon, "streamer_state_restored_devices_total", outcome="restored")
+            rebuilt = total(daemon, "streamer_state_restored_devices_total", outcome="rebuilt")
+            assert sorted(latest) == DEVICES and restored == len(DEVICES)  # every device kept its history
+            # Those last snapshotted under the old model (the kill came before a round under the new
+            # one, normally all) rebuilt their forecaster from the ring buffer.
+            assert rebuilt == sum(fingerprint != ours for fingerprint in latest.values())
+            assert rebuilt > 0 or "model swapped" in log_path.read_text()
+            await produce(config, range(60, 100), {(DEVICES[5], 90): SPIKE})
+            end = BASE_TS + 99 * INTERVAL_MS
+            await until(lambda: all(last_ts(daemon, d) == end for d in DEVICES), 60,
+                        "not scored after the restart", task)
+            await asyncio.sleep(0.5)
+            # Restored devices are past their warm-up: the spike alerts at once, from the new model.
+            opens = [a for a in await alerts_of(config) if a.event == "open" and a.device_id == DEVICES[5]]
+            assert [a.model_version for a in opens if a.ts >= BASE_TS + 90 * INTERVAL_MS] == [second]
+        finally:
+            daemon.request_stop()
+            assert await asyncio.wait_for(task, 30) == 0
+
+    asyncio.run(restart())
+    assert produced == 60 * len(DEVICES)
