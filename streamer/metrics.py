@@ -286,6 +286,12 @@ class Metrics:
             ["event"], registry=r)
         for shadow_event in ("open", "update", "resolve"):
             self.shadow_alerts.labels(shadow_event)
+        self.shadow_feedback = Counter(
+            "streamer_shadow_feedback",
+            "Operator answers to the running model's alerts on devices the candidate judges, by kind "
+            "(false_alarm, confirmed) and whether the candidate flagged that episode too (flagged, silent): "
+            "the candidate's precision as operators see it.",
+            ["kind", "candidate"], registry=r)
 
         self.feedback_applied = Counter(
             "streamer_feedback_applied",

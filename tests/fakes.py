@@ -194,7 +194,8 @@ class HeldSink:
         self.acks: list[asyncio.Future[Any]] = []
         self.sent: list[tuple[Sequence[Any], Sequence[Any]]] = []
 
-    async def send(self, alerts: Sequence[Any], dead_letters: Sequence[Any]) -> asyncio.Future[Any]:
+    async def send(self, alerts: Sequence[Any], dead_letters: Sequence[Any],
+                   shadow_alerts: Sequence[Any] = ()) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.acks.append(future)
         self.sent.append((alerts, dead_letters))

@@ -107,6 +107,10 @@ class Applied:
     """A message that changed the state of ``devices`` devices."""
 
     devices: int
+    # An answered alert (false_alarm, confirmed): when its episode began.
+    episode_start: int | None = None
+    # Whether a candidate scored in shadow flagged that episode too (None: no candidate judges the device).
+    candidate_flagged: bool | None = None
 
 
 @dataclass
@@ -268,7 +272,7 @@ class OperatorAdjustments:
             table["op_ep_open"][slots[episode.resolved]] = NO_EPISODE
 
     # ------------------------------------------------------------ feedback
-    def apply(self, message: Feedback, slot: int, device_id: str, model_version: str,
+    def apply(self, message: Feedback, slot: int, device_id: str, model_versions: Sequence[str],
               seen: int, last_ts: int, rule: int = NO_RULE) -> Applied | FeedbackRejection:
         """Apply ``message`` to the device in ``slot`` (``seen`` readings, the last at ``last_ts``).
 
@@ -281,7 +285,7 @@ class OperatorAdjustments:
             return FeedbackRejection("duplicate_feedback", "this message was already applied")
         kind = message.kind
         if kind in ("false_alarm", "confirmed"):
-            outcome = self._answer(message, slot, device_id, model_version, seen, base)
+            outcome = self._answer(message, slot, device_id, model_versions, seen, base)
         elif kind == "missed":
             outcome = self._missed(message, slot, seen, base)
         elif kind == "new_normal":
@@ -306,19 +310,22 @@ class OperatorAdjustments:
             table["op_digest_next"][slot] = (position + 1) % DIGESTS_KEPT
         return outcome
 
-    def _answer(self, message: Feedback, slot: int, device_id: str, model_version: str,
+    def _answer(self, message: Feedback, slot: int, device_id: str, model_versions: Sequence[str],
                 seen: int, base: float) -> Applied | FeedbackRejection:
         table = self.table
         starts = table["op_ep_start"][slot]
-        index = next((k for k in range(EPISODES_KEPT) if starts[k] != NO_EPISODE
-                      and alert_id(device_id, int(starts[k]), model_version) == message.alert_id), None)
+        # The alert may have been raised by a model swapped out since (its id names that model).
+        index = next((k for k in range(EPISODES_KEPT) for version in model_versions
+                      if starts[k] != NO_EPISODE
+                      and alert_id(device_id, int(starts[k]), version) == message.alert_id), None)
         if index is None:
             return FeedbackRejection("unknown_alert", f"no recent episode of {device_id} has this alert_id")
         if table["op_ep_verdict"][slot, index] != NO_VERDICT:
             return FeedbackRejection("duplicate_feedback", "this alert was already answered")
+        start = int(starts[index])
         if message.kind == "confirmed":
             table["op_ep_verdict"][slot, index] = CONFIRMED
-            return Applied(1)
+            return Applied(1, episode_start=start)
         table["op_ep_verdict"][slot, index] = FALSE_ALARM
         bars = self._bars_now(np.array([slot]), np.array([seen]), np.array([base]))[0]
         channel = int(table["op_ep_channel"][slot, index])
@@ -326,7 +333,7 @@ class OperatorAdjustments:
         ceiling = base * self.config.max_factor if base > 0 else wanted
         bars[channel] = min(max(bars[channel], wanted), ceiling)
         self._set_bars(slot, bars, seen)
-        return Applied(1)
+        return Applied(1, episode_start=start)
 
     def _missed(self, message: Feedback, slot: int, seen: int, base: float) -> Applied | FeedbackRejection:
         if message.channel is not None and message.channel not in self.channels:

@@ -152,11 +152,16 @@ class Application:
             self.http.start()
         kafka = config.kafka
         try:
-            await ensure_topics(kafka, [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic])
+            topics = [kafka.input_topic, kafka.alert_topic, kafka.dead_letter_topic]
+            lstm = config.predictor.lstm
+            if config.predictor.kind == "lstm" and lstm.registry is not None and lstm.shadow.enabled:
+                topics.append(kafka.shadow_alert_topic)
+            await ensure_topics(kafka, topics)
             self.health.contact()
             self._producer = make_producer(kafka)
             await self._producer.start()
-            publisher = Publisher(self._producer, kafka.alert_topic, kafka.dead_letter_topic)
+            publisher = Publisher(self._producer, kafka.alert_topic, kafka.dead_letter_topic,
+                                  kafka.shadow_alert_topic)
             partitions = await partition_count(self._producer, kafka.input_topic)
             if config.feedback.enabled:
                 await ensure_copartitioned_topic(

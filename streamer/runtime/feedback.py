@@ -279,6 +279,9 @@ class FeedbackFollower:
         if isinstance(outcome, Applied):
             self.metrics.feedback_applied.labels(message.kind, self.method,
                                                  self.pipeline.predictor.version).inc()
+            if outcome.candidate_flagged is not None:
+                self.metrics.shadow_feedback.labels(
+                    message.kind, "flagged" if outcome.candidate_flagged else "silent").inc()
         return outcome
 
     async def _job(self, message: Feedback, owned: frozenset[int],

@@ -7,6 +7,10 @@ source of truth; every daemon of the group converges on it by itself, one
 that was down reads it when it starts, and there is no topic to provision,
 retain or secure. A read is two small files (cheap on a mounted volume).
 
+The ``candidate`` (with ``predictor.lstm.shadow.enabled``) is loaded and
+checked the same way and scored in shadow (:mod:`streamer.scoring.shadow`)
+until the pointer changes or is cleared.
+
 A new ``current`` is loaded and checked off the scorer, prepared beside the
 running model a slice of devices at a time between batches, then switched
 in between two batches (:mod:`streamer.scoring.model_swap`): no reading is
@@ -32,6 +36,7 @@ from streamer.config import Config
 from streamer.metrics import Metrics
 from streamer.scoring.model_swap import ModelSwap, Refusal, load_checked
 from streamer.scoring.pipeline import ScoringPipeline
+from streamer.scoring.shadow import ShadowScorer
 from streamer.state.manager import StateManager
 from streamer.vocabulary import ModelRole, PauseCause
 
@@ -74,6 +79,7 @@ class ModelFollower:
         self.state = state
         self.poll_interval_s = config.predictor.lstm.poll_interval_s
         self.channels = list(config.readings.channels)
+        self.shadowing = config.predictor.lstm.shadow.enabled
         self._refused: dict[ModelRole, str] = {}  # the version each pointer named when it was refused
 
     async def run(self) -> None:
@@ -87,14 +93,61 @@ class ModelFollower:
             await asyncio.sleep(self.poll_interval_s)
 
     async def check(self) -> None:
-        """Swap to ``current`` if it names another version than the running one."""
+        """Swap to ``current`` if it names another version than the running one; follow ``candidate``."""
         wanted = await asyncio.to_thread(self.registry.pointer, "current")
         if wanted is None or wanted == self.pipeline.predictor.version:
             self._refused.pop("current", None)
+        elif self._refused.get("current") != wanted:
+            await self.swap_to(wanted)
+        candidate = await asyncio.to_thread(self.registry.pointer, "candidate") if self.shadowing else None
+        if candidate == self.pipeline.predictor.version:
+            candidate = None  # just promoted: nothing to compare
+        running = self.pipeline.shadow.version if self.pipeline.shadow is not None else None
+        if candidate == running:
+            self._refused.pop("candidate", None)
             return
-        if self._refused.get("current") == wanted:
-            return
-        await self.swap_to(wanted)
+        if running is not None:
+            await self._job(self._stop_shadow)
+            self.metrics.set_model("candidate", None)
+            log.info("shadow scoring of %s stopped", running)
+        if candidate is not None and self._refused.get("candidate") != candidate:
+            await self.shadow(candidate)
+
+    async def shadow(self, version: str) -> bool:
+        """Load, check and start scoring ``version`` in shadow; False when it was refused."""
+        loaded = await asyncio.to_thread(self._load, version)
+        if isinstance(loaded, Refusal):
+            self._refuse("candidate", version, loaded)
+            return False
+        scorer = await self._job(lambda: self._start_shadow(loaded))
+        try:
+            size = FIRST_REBUILD_SLOTS
+            done = False
+            while not done:
+                job_started = time.perf_counter()
+                done = await self._job(functools.partial(scorer.rebuild_next, size))
+                took = time.perf_counter() - job_started
+                size = int(min(MAX_REBUILD_SLOTS, max(16, size * JOB_TARGET_S / max(took, 1e-4))))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._job(self._stop_shadow)
+            raise
+        self.metrics.model_swaps.labels("candidate").inc()
+        self.metrics.set_model("candidate", version)
+        log.info("shadow scoring %s beside %s (devices: %.0f%%)", version, self.pipeline.predictor.version,
+                 100 * self.config.predictor.lstm.shadow.fraction)
+        return True
+
+    def _start_shadow(self, bundle: ModelBundle) -> ShadowScorer:
+        scorer = ShadowScorer(self.config, self.pipeline.registry, bundle)
+        self.pipeline.shadow = scorer
+        return scorer
+
+    def _stop_shadow(self) -> None:
+        scorer = self.pipeline.shadow
+        if scorer is not None:
+            self.pipeline.shadow = None
+            scorer.stop()
 
     async def swap_to(self, version: str) -> bool:
         """Load, check, prepare and switch to ``version``; False when it was refused."""

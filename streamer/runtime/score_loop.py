@@ -100,7 +100,7 @@ class ScoreLoop:
         now_ms = int(time.time() * 1000)
         letters = batch.letters
         letters.extend(dead_letters(batch.records, result.rejections, now_ms))
-        acks = await self.sink.send(result.alerts, letters)
+        acks = await self.sink.send(result.alerts, letters, result.shadow_alerts)
         return ScoredBatch(items, acks, result, letters, batch_seconds, len(batch.readings))
 
     def _score(self, readings: ReadingBatch, partitions: npt.NDArray[np.int32]) -> ScoreResult:
@@ -128,6 +128,12 @@ class ScoreLoop:
         acked = time.time()
         for reason, count in result.suppressed.items():
             m.suppressed.labels(reason).inc(count)
+        if result.shadow is not None:
+            m.shadow_scored.inc(result.shadow.scored)
+            for agreement, count in result.shadow.flags.items():
+                m.shadow_flags.labels(agreement).inc(count)
+            for alert in result.shadow_alerts:
+                m.shadow_alerts.labels(alert.event).inc()
         for alert in result.alerts:
             m.alerts.labels(alert.event, alert.method).inc()
             if alert.event == "open":

@@ -78,8 +78,12 @@ class AlertSink(Protocol):
     """Where a scored batch's alerts and dead letters go."""
 
     async def send(self, alerts: Sequence[Alert],
-                   dead_letters: Sequence[tuple[bytes | None, DeadLetter]]) -> Awaitable[Any]:
-        """Hand the records over in order; the result completes when every one is acknowledged."""
+                   dead_letters: Sequence[tuple[bytes | None, DeadLetter]],
+                   shadow_alerts: Sequence[Alert] = ()) -> Awaitable[Any]:
+        """Hand the records over in order; the result completes when every one is acknowledged.
+
+        ``shadow_alerts``: the alerts of a candidate scored in shadow (to the shadow alert topic).
+        """
         ...
 
 

@@ -44,6 +44,8 @@ from streamer.vocabulary import ModelRefusalReason
 
 # Scope of the fields of a model being prepared.
 SWAP_SCOPE = "swap_"
+# Model versions whose alerts operator feedback may still answer (the running one and the last replaced).
+KEPT_VERSIONS = 4
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class ModelSwap:
         table.remove_fields([name for name in old_fields if name not in new_fields and name in table])
         pipeline.predictor = self.predictor
         pipeline.staged = None
+        # Operators may still answer alerts the replaced model raised (their ids name it).
+        pipeline.model_versions = [self.predictor.version, *pipeline.model_versions][:KEPT_VERSIONS]
 
     def abandon(self) -> None:
         """Give up: the running model stays and the prepared fields are freed."""

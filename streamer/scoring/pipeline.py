@@ -13,6 +13,7 @@ device per batch) is a single round.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from streamer.feedback.messages import Feedback, FeedbackRejection, pattern_rege
 from streamer.feedback.rules import RuleBook
 from streamer.scoring.baseline import HoltPredictor
 from streamer.scoring.predictor import Predictor, replay_history
+from streamer.scoring.shadow import ShadowRound, ShadowScorer
 from streamer.state.extra_rows import ExtraRows
 from streamer.state.registry import NO_SLOT, DeviceRegistry
 from streamer.state.slot_table import SlotTable
@@ -69,6 +71,9 @@ class ScoreResult:
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
     # Flags that raised no alert (operator mutes, feedback, rules), by reason.
     suppressed: dict[SuppressionReason, int] = field(default_factory=dict)
+    # The candidate scored in shadow (None: none): its outcome and alerts (to the shadow alert topic).
+    shadow: ShadowRound | None = None
+    shadow_alerts: list[Alert] = field(default_factory=list)
 
 
 def make_predictor(config: Config, table: SlotTable) -> Predictor:
@@ -207,6 +212,10 @@ class ScoringPipeline:
         # A model being swapped in (streamer.scoring.model_swap): it reads every
         # reading the running one reads, from its own fields, until it replaces it.
         self.staged: Predictor | None = None
+        # The registry's candidate scored in shadow (streamer.scoring.shadow).
+        self.shadow: ShadowScorer | None = None
+        # The running model's version first, then those it replaced (a recent alert may name one).
+        self.model_versions: list[str] = [self.predictor.version]
 
     def extra_rows(self) -> ExtraRows | None:
         """The predictor's per-slot state outside the slot table, for snapshots."""
@@ -221,9 +230,11 @@ class ScoringPipeline:
         rebuild_from_rings(self.predictor, self.registry, slots)
 
     def restored(self, slots: npt.NDArray[np.intp]) -> None:
-        """``slots`` were just written from snapshots: a model being swapped in rebuilds them too."""
+        """``slots`` were just written from snapshots: a model swapped in or shadowed rebuilds them too."""
         if self.staged is not None:
             rebuild_from_rings(self.staged, self.registry, slots)
+        if self.shadow is not None:
+            self.shadow.restored(slots)
 
     def state_identity(self) -> dict[str, str]:
         """What a state snapshot row's meaning depends on besides its layout."""
@@ -259,10 +270,13 @@ class ScoringPipeline:
         changed: list[int] = []
         outcome: Applied | FeedbackRejection = Applied(0)
         for index, slot in enumerate(slots.tolist()):
-            outcome = self.operators.apply(message, slot, registry.device_id(slot), self.predictor.version,
+            outcome = self.operators.apply(message, slot, registry.device_id(slot), self.model_versions,
                                            int(seen[index]), int(last_ts[index]), int(rules[index]))
             if isinstance(outcome, Applied):
                 changed.append(slot)
+                if outcome.episode_start is not None and self.shadow is not None:
+                    outcome = dataclasses.replace(
+                        outcome, candidate_flagged=self.shadow.flagged_since(slot, outcome.episode_start))
         if changed:
             registry.mark_changed(np.array(changed, dtype=np.intp))
         if message.device_pattern is not None:
@@ -295,6 +309,9 @@ class ScoringPipeline:
         partition, so its state moves with that partition.
         """
         result = ScoreResult()
+        shadow = self.shadow
+        if shadow is not None:
+            result.shadow = ShadowRound()
         n = len(batch)
         result.scores = np.full(n, np.nan)
         if n == 0:
@@ -320,6 +337,9 @@ class ScoringPipeline:
         if changes:
             source = AlertSource(self.channels, self.threshold.method, self.predictor.version)
             result.alerts = build_alerts(changes, batch, source, result.decided_at)
+        if shadow is not None and result.shadow is not None and result.shadow.changes:
+            source = AlertSource(self.channels, shadow.threshold.method, shadow.version)
+            result.shadow_alerts = build_alerts(result.shadow.changes, batch, source, result.decided_at)
         return result
 
     def _score_round(
@@ -373,6 +393,8 @@ class ScoringPipeline:
             decision = apply_novelty(self.novelty, round_slots, values, scored, decision)
         if self.stuck is not None:
             decision = apply_stuck(self.stuck, round_slots, values, scored, decision)
+        if self.shadow is not None and result.shadow is not None:
+            self.shadow.score_round(round_slots, batch_rows, ts, values, decision, scored, result.shadow)
         if flags.any() or rule is not None:
             counts = GateCounts(result.suppressed)
             decision = operators.gate(round_slots, ts, seen, scored, decision, flags, counts, rule,

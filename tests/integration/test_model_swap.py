@@ -190,6 +190,43 @@ async def test_a_promotion_swaps_the_model_while_consuming_and_a_rollback_swaps_
     assert all(a.ts < min(second_ts) or a.ts > max(second_ts) for a in opens if a.model_version == first)
 
 
+async def test_a_candidate_is_scored_in_shadow_and_its_alerts_go_only_to_the_shadow_topic(
+    config_factory: Callable[..., Config], tmp_path: Path,
+) -> None:
+    registry, first = new_registry(tmp_path)
+    candidate = registry.add(bundle_variant(tmp_path / "candidate", 6, head_shift=0.02, parity="true")[0])
+    config = swap_config(config_factory, registry.root)
+    daemon = Application(config, metrics=Metrics())
+    task = asyncio.create_task(daemon.run())
+    produced = 0
+    try:
+        await until(lambda: taken_over(daemon), 30, "never took over", task)
+        produced += await produce(config, range(0, 60))
+        await until(lambda: scored_once(daemon) >= produced, 60, "warm-up not scored", task)
+        registry.shadow(candidate)
+        await until(lambda: total(daemon, "streamer_model_swaps_total", role="candidate") == 1, 30,
+                    "candidate not shadowed", task)
+        produced += await produce(config, range(60, 120), {(DEVICES[2], 100): SPIKE})
+        await until(lambda: scored_once(daemon) >= produced, 60, "not scored in shadow", task)
+        # Both judged every reading after the candidate's warm-up; both flagged the spike.
+        assert total(daemon, "streamer_shadow_scored_readings_total") == len(DEVICES) * (120 - 60 - WARMUP)
+        assert total(daemon, "streamer_shadow_flags_total", agreement="both") >= 1
+        assert total(daemon, "streamer_model_version_info", role="candidate", version=candidate) == 1
+        registry.shadow(None)
+        await until(lambda: daemon.pipeline.shadow is None, 30, "shadow not stopped", task)
+        assert total(daemon, "streamer_model_version_info", role="candidate") == 0
+        assert scored_once(daemon) == produced and daemon.pipeline.predictor.version == first
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+    alerts = [a for a in await alerts_of(config) if a.event == "open"]
+    shadow_alerts = [a for a in await alerts_of(config, config.kafka.shadow_alert_topic) if a.event == "open"]
+    assert (DEVICES[2], first) in {(a.device_id, a.model_version) for a in alerts}
+    assert (DEVICES[2], candidate) in {(a.device_id, a.model_version) for a in shadow_alerts}
+    assert {a.model_version for a in alerts} == {first}  # never a candidate's alert on the alert topic
+    assert {a.model_version for a in shadow_alerts} == {candidate}
+
+
 async def test_a_corrupt_or_incompatible_current_is_refused_and_the_old_model_keeps_scoring(
     config_factory: Callable[..., Config], tmp_path: Path,
 ) -> None:

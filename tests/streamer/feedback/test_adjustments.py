@@ -71,7 +71,8 @@ def fleet() -> Fleet:
 def test_a_false_alarm_silences_flags_of_its_size_on_that_device_only(fleet: Fleet) -> None:
     alerts, _ = fleet.run(200, {50: 1.5})
     (first,) = _opens(alerts, "a")
-    assert fleet.apply("false_alarm", device_id="a", alert_id=first.alert_id) == Applied(1)
+    answered = fleet.apply("false_alarm", device_id="a", alert_id=first.alert_id)
+    assert answered == Applied(1, episode_start=first.episode_start_ts)
     alerts, totals = fleet.run(200, {50: 1.5})
     assert _opens(alerts, "a") == []
     assert len(_opens(alerts, "b")) == 1
@@ -102,7 +103,9 @@ def test_a_false_alarms_bar_takes_no_flag_inside_an_open_episode() -> None:
     adjustments.track(slots, flagged, opened, opened.open_now)
     for slot, device in enumerate(("a", "b")):
         message = new_feedback("false_alarm", device_id=device, alert_id=alert_id(device, 1_000, "v1"))
-        assert adjustments.apply(message, slot, device, "v1", seen=10, last_ts=1_000) == Applied(1)
+        # Raised by v1, answered after v2 replaced it: still the device's episode.
+        assert adjustments.apply(message, slot, device, ["v2", "v1"], seen=10, last_ts=1_000) == Applied(
+            1, episode_start=1_000)
     # The same size again: it stands on "a", whose episode is still open, and opens nothing on "b".
     gated = adjustments.gate(slots, np.array([2_000, 2_000]), np.array([11, 11]), np.array([True, True]),
                              flagged, adjustments.flags(slots), GateCounts(),
@@ -186,7 +189,8 @@ def test_the_same_message_twice_changes_nothing_more(fleet: Fleet) -> None:
     assert fleet.pipeline.apply_feedback(message) == Applied(1)
     again = fleet.pipeline.apply_feedback(message)
     assert isinstance(again, FeedbackRejection) and again.reason == "duplicate_feedback"
-    assert fleet.apply("false_alarm", device_id="a", alert_id=first.alert_id) == Applied(1)
+    answered = fleet.apply("false_alarm", device_id="a", alert_id=first.alert_id)
+    assert answered == Applied(1, episode_start=first.episode_start_ts)
     twice = fleet.apply("confirmed", device_id="a", alert_id=first.alert_id)
     assert isinstance(twice, FeedbackRejection) and twice.reason == "duplicate_feedback"
 
