@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,14 +22,19 @@ import numpy.typing as npt
 from models.architecture import ArchitectureSpec, build_forecaster
 from models.bundle import BundleMetadata
 from models.data import fingerprint as data_fingerprint
+from models.evaluation import ForecastErrors, forecast_errors
 from models.normalization import NormalizationSpec
 from models.tf_runtime import load_keras
-from models.windows import Sequences, make_sequences
+from models.windows import make_sequences
 
 # Through tf_runtime: TensorFlow's start-up lines are filtered, its errors kept.
 keras = load_keras()
 
 log = logging.getLogger(__name__)
+
+# Defined beside the held-out comparison of retraining (models.evaluation), which
+# uses the same metric; importable from here as before.
+__all__ = ["ForecastErrors", "forecast_errors", "train"]
 
 FloatArray = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -45,32 +49,6 @@ REDUCE_LR_FACTOR = 0.5
 MIN_LEARNING_RATE = 1e-5
 # Batch size of the validation forward pass (memory only; results do not depend on it).
 _PREDICT_BATCH = 1024
-
-
-@dataclass(frozen=True)
-class ForecastErrors:
-    """Weighted errors of a forecast against the targets, in normalised units."""
-
-    mse: float
-    mae: float
-
-
-def forecast_errors(forecast: F32, sequences: Sequences) -> ForecastErrors:
-    """Mean squared and absolute error over the weighted steps of ``sequences``.
-
-    >>> from models.windows import Sequences
-    >>> zeros = np.zeros((1, 3, 1), np.float32)
-    >>> seqs = Sequences(zeros, zeros + 2, np.array([[0, 1, 1]], np.float32))
-    >>> forecast_errors(zeros, seqs)
-    ForecastErrors(mse=4.0, mae=2.0)
-    """
-    error = np.asarray(forecast, np.float64) - sequences.targets
-    weights = sequences.weights.astype(np.float64)[..., None]
-    total = float(weights.sum()) * error.shape[-1]
-    if total == 0.0:
-        raise ValueError("no weighted steps to evaluate")
-    return ForecastErrors(float((weights * error**2).sum() / total),
-                          float((weights * np.abs(error)).sum() / total))
 
 
 def train(

@@ -1,4 +1,4 @@
-"""The ``streamer`` command line: run, simulate, demo, alertmanager, train, model (inspect, registry)."""
+"""The ``streamer`` command line: run, simulate, demo, alertmanager, train, model, retrain."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from streamer.config import Config, load_config
 from streamer.errors import ConfigError, StreamerError
 from streamer.feedback import command as feedback_command
 from streamer.gc_tuning import tune_collector
-from streamer.lifecycle import registry_command
+from streamer.lifecycle import registry_command, retrain_command
 from streamer.logs import configure_logging
 
 log = logging.getLogger("streamer")
@@ -105,6 +105,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     simulate.add_argument("--anomalies", type=int, default=30, help="anomalies to inject (default 30)")
     simulate.add_argument("--truth", type=Path, default=None,
                           help="write the injected anomalies (device, kind, start, end) as JSON lines")
+    simulate.add_argument("--drift-at", type=int, default=None, metavar="STEP",
+                          help="a new normal from this step on (a drift, not an anomaly: not in --truth)")
+    simulate.add_argument("--drift-level", type=float, default=8.0,
+                          help="with --drift-at: level change in noise standard deviations (default 8)")
+    simulate.add_argument("--drift-share", type=float, default=0.5,
+                          help="with --drift-at: share of the devices that drift (default 0.5)")
+    simulate.add_argument("--drift-period", type=float, default=None,
+                          help="with --drift-at: their seasonal period afterwards, in readings")
     simulate.set_defaults(command="simulate", handler=_cmd_simulate)
 
     demo = sub.add_parser("demo", parents=[common], help="broker + simulator + daemon, with a live view",
@@ -121,6 +129,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _model_parsers(sub, common)
     _export_parser(sub, common)
     feedback_command.register(sub, common)
+    retrain_command.register(sub, common)
     _lab_parsers(sub, common, chosen=next((a for a in argv if not a.startswith("-")), None))
     return parser
 
@@ -315,8 +324,14 @@ def _cmd_simulate(args: argparse.Namespace, config: Config) -> int:
         bootstrap_servers=args.bootstrap_servers or config.kafka.bootstrap_servers,
         input_topic=args.topic or config.kafka.input_topic,
     )
-    spec = FleetSpec(devices=args.devices, rate_hz=args.rate, channels=tuple(config.readings.channels),
-                     seed=args.seed, anomalies=args.anomalies)
+    try:
+        spec = FleetSpec(devices=args.devices, rate_hz=args.rate, channels=tuple(config.readings.channels),
+                         seed=args.seed, anomalies=args.anomalies, drift_at=args.drift_at,
+                         drift_level=args.drift_level, drift_share=args.drift_share,
+                         drift_period=args.drift_period)
+    except ValueError as exc:
+        print(f"streamer simulate: {exc}", file=sys.stderr)
+        return 2
 
     async def produce() -> int:
         stop = asyncio.Event()

@@ -11,6 +11,11 @@ ground truth is known exactly:
 - ``noise_burst``: the noise grows several-fold.
 
 Magnitudes are in units of the device's noise standard deviation.
+
+A *drift* is not an anomaly: from step ``drift_at`` on, a share of the
+devices settles at a new level (and, optionally, a new seasonal period) and
+stays there, as after a firmware update or a replaced sensor. It is not in
+the ground truth; anomalies injected after it are relative to the new normal.
 """
 
 from __future__ import annotations
@@ -72,6 +77,22 @@ class FleetSpec:
     quiet_readings: int = 80
     anomalies: int = 60
     kinds: Sequence[AnomalyKind] = ANOMALY_KINDS
+    # The new normal (see the module docstring): from this step on (None: never)...
+    drift_at: int | None = None
+    # ...the level of the drifted devices moves by this many noise standard deviations...
+    drift_level: float = 0.0
+    # ...for this share of the devices (a seeded choice)...
+    drift_share: float = 0.0
+    # ...and their seasonal period becomes this many readings (None: unchanged).
+    drift_period: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.drift_share <= 1.0:
+            raise ValueError(f"drift_share must be in [0, 1], got {self.drift_share}")
+        if self.drift_at is not None and self.drift_at < 0:
+            raise ValueError(f"drift_at must be >= 0, got {self.drift_at}")
+        if self.drift_period is not None and self.drift_period <= 0:
+            raise ValueError(f"drift_period must be > 0, got {self.drift_period}")
 
 
 @dataclass
@@ -105,6 +126,12 @@ class Fleet:
         self.period = rng.uniform(100, 600, (d, c))  # in readings
         self.phase = rng.uniform(0, 2 * np.pi, (d, c))
         self.schedule = self._plan()
+        # A generator of its own: turning drift on leaves every other draw (levels,
+        # schedule, noise) as it was for the seed, so runs with and without compare.
+        drift_rng = np.random.default_rng([spec.seed, 1])
+        count = round(spec.drift_share * d) if spec.drift_at is not None else 0
+        self.drifted = np.zeros(d, dtype=bool)
+        self.drifted[drift_rng.choice(d, size=count, replace=False)] = True
         self._by_step: dict[int, list[_Scheduled]] = {}
         for item in self.schedule:
             for step in range(item.start_step, item.start_step + item.steps):
@@ -144,7 +171,13 @@ class Fleet:
     def values(self, step: int) -> npt.NDArray[np.float64]:
         """Readings of every device at ``step``, shape ``(devices, channels)``."""
         t = float(step)
-        clean = self.level + self.amplitude * np.sin(2 * np.pi * t / self.period + self.phase)
+        period = self.period
+        drifting = self.spec.drift_at is not None and step >= self.spec.drift_at and self.drifted.any()
+        if drifting and self.spec.drift_period is not None:
+            period = np.where(self.drifted[:, None], self.spec.drift_period, self.period)
+        clean = self.level + self.amplitude * np.sin(2 * np.pi * t / period + self.phase)
+        if drifting:
+            clean = clean + np.where(self.drifted[:, None], self.spec.drift_level * self.noise, 0.0)
         values = clean + self.noise * self.rng.standard_normal(clean.shape)
         for item in self._by_step.get(step, ()):
             d = item.device

@@ -9,6 +9,7 @@
 - ``operations``: ``alerts``, ``state``, ``metrics``, ``runtime``;
 - ``operators``: ``feedback`` (operator feedback's effect on sensitivity), ``rules`` (per-device overrides);
 - ``alertmanager``: ``alertmanager`` (the bridge, ``streamer alertmanager``);
+- ``lifecycle``: ``retrain`` (``streamer retrain``: retraining with a gate, promotion after shadow);
 - ``tree``: :class:`Config`, the whole tree;
 - ``loading``: :func:`load_config` (file, environment, errors that name the
   key and the source), and showing or writing a config without leaking secrets.
@@ -26,6 +27,7 @@ from streamer.config.base import (
     UnitInterval,
 )
 from streamer.config.kafka import KafkaConfig, SecurityConfig
+from streamer.config.lifecycle import RetrainConfig
 from streamer.config.loading import (
     ENV_PREFIX,
     config_document,
@@ -82,6 +84,7 @@ __all__ = [
     "RangeNoveltyConfig",
     "ReadingsConfig",
     "RecordGateConfig",
+    "RetrainConfig",
     "RuleConfig",
     "RuleThresholds",
     "RuntimeConfig",

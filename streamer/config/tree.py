@@ -7,6 +7,7 @@ import msgspec
 from streamer.config.alertmanager import AlertmanagerConfig
 from streamer.config.base import Section
 from streamer.config.kafka import KafkaConfig
+from streamer.config.lifecycle import RetrainConfig
 from streamer.config.operations import AlertsConfig, MetricsConfig, RuntimeConfig, StateConfig
 from streamer.config.operators import FeedbackConfig, RuleConfig, check_rules
 from streamer.config.scoring import BatchingConfig, BuffersConfig, PredictorConfig, ReadingsConfig
@@ -30,6 +31,7 @@ class Config(Section, frozen=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     alertmanager: AlertmanagerConfig = msgspec.field(default_factory=AlertmanagerConfig)
+    retrain: RetrainConfig = msgspec.field(default_factory=RetrainConfig)
 
     def __post_init__(self) -> None:
         if self.buffers.initial_devices > self.buffers.max_devices:

@@ -5,8 +5,8 @@ engine). Instead every file is tied to the code it deploys: each configuration
 goes through ``streamer.config.load_config`` with the environment the file gives
 it, each command line through the real ``streamer`` argument parser, and each
 health check command is run against the daemon's real probe server, healthy and
-failing. Kubernetes schema validation is not done here: no validator is part of
-the dev tools.
+failing. Kubernetes manifests are validated against the API schemas
+(kubernetes-validate), and the systemd units with ``systemd-analyze verify``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import fnmatch
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -494,7 +495,7 @@ def test_kubernetes_manifests_parse_and_are_namespace_agnostic() -> None:
                 assert "namespace" not in document["metadata"], path
                 kinds.setdefault(directory, []).append(document["kind"])
     assert sorted(kinds[K8S]) == sorted(["ConfigMap", "Secret", "StatefulSet", "Service", "PodMonitor",
-                                         "PodDisruptionBudget"])
+                                         "PodDisruptionBudget", "CronJob", "PersistentVolumeClaim"])
     assert kinds[K8S_GPU] == ["StatefulSet"]
 
 
@@ -517,7 +518,7 @@ def test_kubernetes_manifests_match_the_api_schemas(version: str) -> None:
                 kubernetes_validate.validate(document, version, strict=True)
                 checked.append(document["kind"])
     assert sorted(checked) == sorted(["ConfigMap", "Secret", "StatefulSet", "Service", "PodDisruptionBudget",
-                                      "StatefulSet"])
+                                      "StatefulSet", "CronJob", "PersistentVolumeClaim"])
 
 
 def test_configmap_config_loads_and_matches_the_container(tmp_path: Path) -> None:
@@ -681,3 +682,105 @@ def test_gpu_statefulset_replaces_the_base_with_a_gpu_pod() -> None:
     assert pod["nodeSelector"]
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     assert container["image"] != _container(base)["image"]
+
+
+# ------------------------------------------------------------------ retraining (CronJob, systemd timer)
+def _retrain_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = _k8s("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_retrain_cronjob_runs_streamer_retrain_on_the_registry_claim(tmp_path: Path) -> None:
+    cronjob = _k8s("CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = _retrain_pod()
+    (container,) = pod["containers"]
+    args = _cli(["streamer", *container["args"]])
+    assert args.command == "retrain" and not args.promote_after_shadow
+    environ = {v["name"]: v["value"] for v in container["env"]}
+    secret = _k8s("Secret")
+    assert [s["secretRef"]["name"] for s in container["envFrom"]] == [secret["metadata"]["name"]]
+    text: str = _k8s("ConfigMap")["data"]["config.yaml"]
+    config = _load_yaml_config(text, tmp_path, {**secret["stringData"], **environ})
+    registry = PurePosixPath(config.predictor.lstm.registry or "")
+    (mount,) = [m for m in container["volumeMounts"] if registry.is_relative_to(m["mountPath"])]
+    assert not mount.get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = _k8s("PersistentVolumeClaim")
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"], "the detector pods on other nodes read it"
+    config_directory = str(PurePosixPath(args.config).parent)
+    (config_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == config_directory]
+    (config_volume,) = [v for v in pod["volumes"] if v["name"] == config_mount["name"]]
+    assert config_volume["configMap"]["name"] == _k8s("ConfigMap")["metadata"]["name"]
+
+
+def test_retrain_job_retries_only_an_unreachable_broker() -> None:
+    from streamer.lifecycle.retrain import BAD_INPUT, NOT_BETTER
+
+    job = _k8s("CronJob")["spec"]["jobTemplate"]["spec"]
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert sorted(rule["onExitCodes"]["values"]) == sorted([BAD_INPUT, NOT_BETTER])
+    assert rule["onExitCodes"]["containerName"] == _retrain_pod()["containers"][0]["name"]
+    assert job["backoffLimit"] >= 1
+    assert _retrain_pod()["restartPolicy"] == "Never"  # podFailurePolicy requires it
+
+
+def test_retrain_pod_runs_non_root_read_only_like_the_detector() -> None:
+    pod = _retrain_pod()
+    detector = _k8s("StatefulSet")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == detector["securityContext"]
+    (container,) = pod["containers"]
+    assert container["securityContext"] == _container(_k8s("StatefulSet"))["securityContext"]
+    assert container["image"] == _container(_k8s("StatefulSet"))["image"]
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+    assert "emptyDir" in volume
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][bound]), bound
+
+
+def test_systemd_retrain_timer_runs_the_retrain_service() -> None:
+    from streamer.lifecycle.retrain import NOT_BETTER
+
+    timer = _unit("streamer-retrain.timer")
+    assert timer["Timer"]["Unit"] == "streamer-retrain.service"
+    assert timer["Timer"]["OnCalendar"] and timer["Timer"]["Persistent"] == "true"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    service = _unit("streamer-retrain.service")["Service"]
+    assert service["Type"] == "oneshot"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0] == "/opt/streamer/bin/streamer"
+    assert _cli(["streamer", *argv[1:]]).command == "retrain"
+    # A refusal by the gate is an expected outcome, not a failed unit.
+    assert service["SuccessExitStatus"].split() == [str(NOT_BETTER)]
+
+
+def test_systemd_retrain_writes_the_registry_the_daemon_user_can_read() -> None:
+    unit = _unit("streamer-retrain.service")
+    service = unit["Service"]
+    # Environment= repeats (configparser keeps the last): read every one from the file.
+    text = (SYSTEMD / "streamer-retrain.service").read_text(encoding="utf-8")
+    environ = dict(re.findall(r"(?m)^Environment=([^=\s]+)=(.*)$", text))
+    config = load_config(ROOT / "config.yaml", environ=environ)
+    registry = PurePosixPath(config.predictor.lstm.registry or "")
+    assert registry.is_relative_to(f"/var/lib/{service['StateDirectory']}")
+    # The daemon's dynamic user is named after its unit: the same name shares the same uid.
+    assert service["DynamicUser"] == "yes" and service["User"] == "streamer"
+    daemon = _unit("streamer.service")["Service"]
+    sandbox = ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices",
+               "CapabilityBoundingSet", "RestrictAddressFamilies", "SystemCallErrorNumber")
+    assert {k: service.get(k) for k in sandbox} == {k: daemon.get(k) for k in sandbox}
+
+
+def test_systemd_units_pass_systemd_analyze_verify() -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.fail("systemd-analyze is required (Debian package 'systemd')")
+    units = sorted(str(path) for pattern in ("*.service", "*.timer") for path in SYSTEMD.glob(pattern))
+    result = subprocess.run([tool, "verify", *units], capture_output=True, text=True, timeout=60, check=False)
+    # The virtual environment is not installed on the test machine: that one complaint is expected.
+    problems = [line for line in (result.stdout + result.stderr).splitlines()
+                if line.strip() and "/opt/streamer/bin/streamer is not executable" not in line]
+    assert not problems, "\n".join(problems)

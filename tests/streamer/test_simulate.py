@@ -95,3 +95,49 @@ def test_truth_round_trips_through_a_file(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "truth.jsonl"
     write_truth(path, truth)
     assert read_truth(path) == truth
+
+
+def test_drift_moves_a_share_of_devices_to_a_new_level_that_persists() -> None:
+    base = FleetSpec(devices=10, seed=5, anomalies=0)
+    drifted_spec = FleetSpec(devices=10, seed=5, anomalies=0, drift_at=100, drift_level=6.0, drift_share=0.3)
+    plain, drifted = Fleet(base, total_steps=400), Fleet(drifted_spec, total_steps=400)
+    assert drifted.drifted.sum() == 3
+    before, after = run(plain), run(drifted)
+    # The same seed draws the same noise: the drift is the only difference.
+    np.testing.assert_array_equal(before[:100], after[:100])
+    moved = drifted.drifted
+    expected = 6.0 * drifted.noise[moved]
+    for step in (100, 250, 399):  # the new level holds to the end of the run
+        np.testing.assert_allclose(after[step][moved] - before[step][moved], expected)
+        np.testing.assert_array_equal(after[step][~moved], before[step][~moved])
+
+
+def test_drift_period_changes_the_season_of_drifted_devices_only() -> None:
+    spec = FleetSpec(devices=6, seed=2, anomalies=0, drift_at=0, drift_level=0.0, drift_share=0.5,
+                     drift_period=20.0)
+    fleet = Fleet(spec, total_steps=10)
+    plain = Fleet(FleetSpec(devices=6, seed=2, anomalies=0), total_steps=10)
+    moved = fleet.drifted
+    values, reference = fleet.values(7), plain.values(7)
+    np.testing.assert_array_equal(values[~moved], reference[~moved])
+    noise = reference - clean(plain, 7)
+    expected = fleet.level + fleet.amplitude * np.sin(2 * np.pi * 7 / 20.0 + fleet.phase) + noise
+    np.testing.assert_allclose(values[moved], expected[moved])
+
+
+def test_anomalies_after_a_drift_are_relative_to_the_new_normal() -> None:
+    spec = FleetSpec(devices=4, seed=9, anomalies=6, quiet_readings=200, kinds=("level_shift",),
+                     drift_at=100, drift_level=10.0, drift_share=1.0)
+    fleet = Fleet(spec, total_steps=600)
+    values = run(fleet)
+    item = fleet.schedule[0]
+    d, middle = item.device, item.start_step + item.steps // 2
+    new_normal = clean(fleet, middle)[d] + 10.0 * fleet.noise[d]
+    shift = (values[middle, d] - new_normal) / fleet.noise[d]
+    assert abs(abs(shift[0]) - item.magnitude) < 5.0  # the anomaly's size, around the drifted level
+
+
+@pytest.mark.parametrize("field, value", [("drift_share", 1.5), ("drift_at", -1), ("drift_period", 0.0)])
+def test_drift_settings_out_of_range_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        FleetSpec(**{field: value})  # type: ignore[arg-type]
