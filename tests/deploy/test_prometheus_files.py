@@ -17,7 +17,7 @@ PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = {
     "StreamerDown", "StreamerNotReady", "StreamerLagGrowing", "StreamerLatencyHigh",
     "StreamerDeadLetterRate", "StreamerNoReadings", "StreamerCommitStalled", "StreamerEventLoopLag",
-    "StreamerScoringPauses",
+    "StreamerScoringPauses", "StreamerModelRefused",
 }
 
 
@@ -81,7 +81,7 @@ def test_rule_unit_tests_fire_the_key_alerts() -> None:
     silent = {case["alertname"] for test in document["tests"] for case in test["alert_rule_test"]
               if not case["exp_alerts"]}
     assert {"StreamerDown", "StreamerDeadLetterRate", "StreamerCommitStalled",
-            "StreamerScoringPauses"} <= fired
+            "StreamerScoringPauses", "StreamerModelRefused"} <= fired
     assert silent == ALERTS
 
 

@@ -39,7 +39,8 @@ MALFORMED_EVERY = 8  # steps: one malformed record now and then, so rejected has
 # Grafana variables, as the dashboard resolves them with job=streamer and instance=All.
 VARIABLES = {"$__rate_interval": "1m", "$job": "streamer", "$instance": ".+"}
 # No anomaly is injected and no feedback given, so these panels may rightly be empty.
-MAY_BE_EMPTY = ("streamer_alerts_total", "streamer_event_to_alert_seconds", "streamer_feedback_applied_total")
+MAY_BE_EMPTY = ("streamer_alerts_total", "streamer_event_to_alert_seconds", "streamer_feedback_applied_total",
+                "streamer_shadow_feedback_total")
 
 
 class Prometheus(Protocol):
