@@ -14,6 +14,7 @@ device per batch) is a single round.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from streamer.vocabulary import SuppressionReason
 if TYPE_CHECKING:
     from models.bundle import ModelBundle
 
+log = logging.getLogger(__name__)
 IndexArray = npt.NDArray[np.intp]
 
 _DEVICE_LIMIT = "buffers.max_devices reached; new devices are not admitted"
@@ -80,15 +82,18 @@ def make_predictor(config: Config, table: SlotTable) -> Predictor:
     """The predictor the config names, with its state in ``table``.
 
     With ``predictor.lstm.registry`` set, the bundle is the registry's
-    ``current`` (checked as a swapped-in one would be); else ``predictor.lstm.bundle``.
+    ``current`` (checked as a swapped-in one would be); else, or while the
+    registry names no ``current`` yet, ``predictor.lstm.bundle``.
     """
     settings = config.predictor
     if settings.kind == "lstm":
         from models.bundle import BundleError, load_bundle
         from streamer.scoring.lstm import LSTMPredictor
 
-        if settings.lstm.registry is not None:
-            bundle = current_bundle(settings.lstm.registry, config.readings.channels)
+        registered = (current_bundle(settings.lstm.registry, config.readings.channels)
+                      if settings.lstm.registry is not None else None)
+        if registered is not None:
+            bundle = registered
         else:
             try:
                 bundle = load_bundle(settings.lstm.bundle)
@@ -103,12 +108,12 @@ def make_predictor(config: Config, table: SlotTable) -> Predictor:
     return HoltPredictor(table, len(config.readings.channels), settings.baseline)
 
 
-def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle:
-    """The registry's ``current`` bundle, loaded and checked.
+def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle | None:
+    """The registry's ``current`` bundle, loaded and checked (None: the registry names none yet).
 
     Raises:
-        ConfigError: No current version, or one that cannot be used (named
-            under ``predictor.lstm.registry`` with the reason).
+        ConfigError: No registry directory, or a current version that cannot
+            be used (named under ``predictor.lstm.registry`` with the reason).
     """
     from models.registry import BundleRegistry, RegistryError
     from streamer.scoring.model_swap import Refusal, load_checked
@@ -117,10 +122,14 @@ def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle:
         return ConfigError("<config>", "predictor.lstm.registry", f"{registry_path}: {reason}")
 
     registry = BundleRegistry(registry_path)
+    if not registry.root.is_dir():
+        raise refuse("no such directory (create it with: streamer model add BUNDLE --promote)")
     try:
         version = registry.pointer("current")
         if version is None:
-            raise refuse("no current version (register one: streamer model add BUNDLE --promote)")
+            log.warning("registry %s names no current version: running predictor.lstm.bundle until "
+                        "one is promoted", registry_path)
+            return None
         loaded = load_checked(registry.path_of(version), channels)
     except (OSError, RegistryError) as exc:
         raise refuse(str(exc)) from None

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from models.bundle import default_bundle_path
+from models.registry import BundleRegistry
 from streamer.cli import main
+from tests.bundle_variants import bundle_variant, damage_weights
 
 SUBCOMMANDS = ("run", "simulate", "demo", "alertmanager", "train", "model", "export", "bench", "evaluate",
                "chaos")
@@ -78,6 +80,24 @@ def test_a_damaged_bundle_stops_run_with_one_line_naming_key_path_and_reason(
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"streamer: {config}: predictor.lstm.bundle: {bundle}: ")
     assert reason in line
+
+
+def test_a_missing_registry_or_a_damaged_current_stops_run_with_one_line_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.yaml"
+    registry = tmp_path / "registry"
+    config.write_text(f"predictor:\n  lstm:\n    registry: {registry}\n", encoding="utf-8")
+    assert main(["run", "--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (f"streamer: {config}: predictor.lstm.registry: {registry}: no such directory "
+                    "(create it with: streamer model add BUNDLE --promote)")
+    version = BundleRegistry(registry).add(bundle_variant(tmp_path / "bundle", 1)[0])
+    BundleRegistry(registry).promote(version)
+    damage_weights(registry / "versions" / version)
+    assert main(["run", "--config", str(config)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"streamer: {config}: predictor.lstm.registry: {registry}: current {version}: "
+                           "unreadable: content does not match its version")
 
 
 def test_a_bundle_of_other_channels_stops_run_with_exit_code_2(

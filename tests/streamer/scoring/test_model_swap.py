@@ -9,6 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from models.bundle import ModelBundle, default_bundle_path, load_bundle
+from models.registry import BundleRegistry
 from streamer.codec import ReadingBatch
 from streamer.config import Config, load_config
 from streamer.scoring.model_swap import ModelSwap, Refusal, check_bundle, load_checked
@@ -149,6 +150,17 @@ def test_abandoning_a_swap_leaves_the_running_model_and_frees_its_fields(tmp_pat
     assert len(pipeline.registry.table.fields) > len(fields)
     swap.abandon()
     assert pipeline.registry.table.fields == fields and pipeline.staged is None
+
+
+def test_a_registry_without_current_runs_the_configured_bundle_and_with_one_runs_it(tmp_path: Path) -> None:
+    registry = BundleRegistry(tmp_path / "registry")
+    version = registry.add(bundle_variant(tmp_path / "new", 8)[0])
+    base = config()
+    with_registry = msgspec.structs.replace(base, predictor=msgspec.structs.replace(
+        base.predictor, lstm=msgspec.structs.replace(base.predictor.lstm, registry=str(registry.root))))
+    assert ScoringPipeline(with_registry).predictor.version == load_bundle(default_bundle_path()).version
+    registry.promote(version)
+    assert ScoringPipeline(with_registry).predictor.version == version
 
 
 def test_checks_refuse_other_channels_missing_validation_and_failed_parity(tmp_path: Path) -> None:
