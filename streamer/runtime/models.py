@@ -175,7 +175,8 @@ class ModelFollower:
             raise
         self.metrics.model_swaps.labels("current").inc()
         self.metrics.model_swap_seconds.observe(time.monotonic() - started)
-        self.metrics.set_model("current", version)
+        self.metrics.set_build(predictor=self.config.predictor.kind, model_version=version,
+                               method=self.pipeline.threshold.method)
         log.info("model swapped: %s -> %s in %.2fs", previous, version, time.monotonic() - started)
         return True
 

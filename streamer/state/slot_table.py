@@ -156,8 +156,10 @@ class SlotTable:
             storage.arrays[name] = storage.blocks[name]
 
     def __getitem__(self, name: str) -> npt.NDArray[Any]:
-        # Components look arrays up per call: growth replaces them.
-        return self._storage.arrays[self._prefix + name]
+        # Components look arrays up per call: growth replaces them. On the hot
+        # path (the table itself) no prefix is joined.
+        prefix = self._prefix
+        return self._storage.arrays[prefix + name if prefix else name]
 
     def __contains__(self, name: str) -> bool:
         return self._prefix + name in self._storage.arrays
