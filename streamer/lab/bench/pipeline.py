@@ -96,10 +96,13 @@ class PipelinePoint:
     mode: PredictorMode
     backend: BackendName
     devices: int
+    # Share of devices a candidate scores in shadow (0: no candidate).
+    shadow: float = 0.0
 
     def label(self) -> str:
         """Short name for logs, e.g. ``stateful/numpy x 100,000 devices``."""
-        return f"{self.mode}/{self.backend} x {self.devices:,} devices"
+        shadowed = f", shadow {self.shadow:g}" if self.shadow else ""
+        return f"{self.mode}/{self.backend} x {self.devices:,} devices{shadowed}"
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,8 @@ class PipelineSweep:
     seconds: float
 
 
-def grid(modes: Iterable[PredictorMode], backends: Iterable[BackendName],
-         devices: Iterable[int]) -> tuple[list[PipelinePoint], list[tuple[PipelinePoint, str]]]:
+def grid(modes: Iterable[PredictorMode], backends: Iterable[BackendName], devices: Iterable[int],
+         shadows: Iterable[float] = (0.0,)) -> tuple[list[PipelinePoint], list[tuple[PipelinePoint, str]]]:
     """Every combination, split into those measured and those skipped (with the reason).
 
     >>> points, skipped = grid(["stateful"], ["numpy", "keras"], [1_000, 1_000_000])
@@ -122,8 +125,8 @@ def grid(modes: Iterable[PredictorMode], backends: Iterable[BackendName],
     """
     points: list[PipelinePoint] = []
     skipped: list[tuple[PipelinePoint, str]] = []
-    for fleet, mode, backend in itertools.product(devices, modes, backends):
-        point = PipelinePoint(mode, backend, fleet)
+    for fleet, mode, backend, shadow in itertools.product(devices, modes, backends, shadows):
+        point = PipelinePoint(mode, backend, fleet, shadow)
         if backend == "keras" and fleet > KERAS_MAX_DEVICES:
             skipped.append((point, f"keras backend only up to {KERAS_MAX_DEVICES:,} devices "
                                    "(it copies its whole state table on every call)"))
@@ -153,6 +156,9 @@ def point_config(base: Config, point: PipelinePoint) -> Config:
     table resize (a live daemon pays it once per doubling).
     """
     lstm = msgspec.structs.replace(base.predictor.lstm, mode=point.mode, backend=point.backend)
+    if point.shadow:
+        shadow = msgspec.structs.replace(lstm.shadow, fraction=point.shadow)
+        lstm = msgspec.structs.replace(lstm, shadow=shadow)
     predictor = msgspec.structs.replace(base.predictor, kind="lstm", lstm=lstm)
     buffers = msgspec.structs.replace(base.buffers, initial_devices=point.devices,
                                       max_devices=max(base.buffers.max_devices, point.devices))
@@ -265,6 +271,17 @@ def measure(base: Config, point: PipelinePoint, *, seconds: float, min_calls: in
     for start in range(0, point.devices, batch):
         ids = np.arange(start, min(start + batch, point.devices), dtype=np.int64)
         pipeline.score(decoder.decode(feed.records(ids, np.zeros(len(ids), dtype=np.int64))).readings)
+    if point.shadow:
+        # The candidate (the same bundle: the same work as any) starts before the steady state,
+        # so the template devices warm it up too and its state is copied to the fleet with the rest.
+        from streamer.scoring.lstm import LSTMPredictor
+        from streamer.scoring.shadow import ShadowScorer
+
+        assert isinstance(pipeline.predictor, LSTMPredictor)  # noqa: S101  # point_config made it so
+        shadow = ShadowScorer(config, pipeline.registry, pipeline.predictor.bundle)
+        while not shadow.rebuild_next(point.devices):
+            pass
+        pipeline.shadow = shadow
     steady_state(pipeline, decoder, feed, point.devices, rng)
     for _ in range(warmup_calls):
         pipeline.score(decoder.decode(feed.next_batch()).readings)
@@ -272,7 +289,7 @@ def measure(base: Config, point: PipelinePoint, *, seconds: float, min_calls: in
         on_primed()
 
     decode_s = score_s = model_s = 0.0
-    calls = alerts = count = 0
+    calls = alerts = count = shadow_scored = 0
     while decode_s + score_s < seconds or calls < min_calls:
         records = feed.next_batch()
         started = time.perf_counter()
@@ -289,6 +306,7 @@ def measure(base: Config, point: PipelinePoint, *, seconds: float, min_calls: in
         calls += 1
         count += len(records)
         alerts += len(result.alerts)
+        shadow_scored += result.shadow.scored if result.shadow is not None else 0
     elapsed = decode_s + score_s
     predictor = pipeline.predictor
     bundle = getattr(predictor, "bundle", None)
@@ -296,6 +314,8 @@ def measure(base: Config, point: PipelinePoint, *, seconds: float, min_calls: in
         "mode": point.mode,
         "backend": point.backend,
         "devices": point.devices,
+        "shadow_fraction": point.shadow,
+        "shadow_scored_share": round(shadow_scored / count, 4),
         "batch": batch,
         "readings_per_s": round(count / elapsed, 1),
         "decode_share": round(decode_s / elapsed, 4),
@@ -341,7 +361,7 @@ def run_point(config: Config, point: PipelinePoint, *, seconds: float, blas_thre
         write_config_file(config, config_path)
         command = [sys.executable, "-m", "streamer.lab.bench.pipeline_worker", "--config", str(config_path),
                    "--mode", point.mode, "--backend", point.backend, "--devices", str(point.devices),
-                   "--seconds", str(seconds), "--out", str(out)]
+                   "--seconds", str(seconds), "--shadow", str(point.shadow), "--out", str(out)]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         if blas_threads is not None:
             env.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(blas_threads)))

@@ -50,17 +50,28 @@ def add_pipeline_parser(bench_sub: Any, common: argparse.ArgumentParser, positiv
     pipeline.add_argument("--backends", nargs="+", choices=BACKENDS, default=None)
     pipeline.add_argument("--devices", nargs="+", type=positive_int, default=None,
                           help=f"fleet sizes (default {', '.join(f'{d:,}' for d in FLEETS)})")
+    pipeline.add_argument("--shadow", nargs="+", type=_share, default=None,
+                          help="also score a candidate in shadow for this share of devices (0: none); "
+                               "each share is a configuration of the grid")
     pipeline.add_argument("--blas-threads", type=positive_int, default=None,
                           help="cap numpy's BLAS threads in each worker (default: as inherited)")
     pipeline.set_defaults(command="bench-pipeline", handler=cmd_bench_pipeline)
 
 
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, got {text}")
+    return value
+
+
 def _points(args: argparse.Namespace) -> tuple[list[PipelinePoint], list[tuple[PipelinePoint, str]], float]:
     base = QUICK_SWEEP if args.quick else FULL_SWEEP
     seconds = base.seconds if args.seconds is None else args.seconds
-    if args.modes is None and args.backends is None and args.devices is None:
+    if args.modes is None and args.backends is None and args.devices is None and args.shadow is None:
         return list(base.points), ([] if args.quick else list(FULL_SKIPPED)), seconds
-    points, skipped = grid(args.modes or MODES, args.backends or BACKENDS, args.devices or FLEETS)
+    points, skipped = grid(args.modes or MODES, args.backends or BACKENDS, args.devices or FLEETS,
+                           args.shadow or (0.0,))
     return points, skipped, seconds
 
 
@@ -75,7 +86,8 @@ def cmd_bench_pipeline(args: argparse.Namespace, config: Config) -> int:
         console.print(f"  skipped {point.label()}: {reason}")
 
     def progress(record: Record) -> None:
-        console.print(f"  {record['mode']}/{record['backend']} x {record['devices']:,} devices: "
+        shadow = f", shadow {record['shadow_fraction']:g}" if record.get("shadow_fraction") else ""
+        console.print(f"  {record['mode']}/{record['backend']} x {record['devices']:,} devices{shadow}: "
                       f"{record['readings_per_s']:,.0f} readings/s, peak RSS {record['peak_rss_mb']:,.0f} MB")
 
     def failed(point: PipelinePoint, reason: str) -> None:

@@ -24,10 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=BACKENDS, required=True)
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--shadow", type=float, default=0.0, help="share of devices a candidate scores")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    record = measure(load_config(args.config), PipelinePoint(args.mode, args.backend, args.devices),
-                     seconds=args.seconds)
+    point = PipelinePoint(args.mode, args.backend, args.devices, args.shadow)
+    record = measure(load_config(args.config), point, seconds=args.seconds)
     args.out.write_text(json.dumps(record) + "\n", encoding="utf-8")
     return 0
 

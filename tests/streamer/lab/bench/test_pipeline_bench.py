@@ -118,6 +118,15 @@ def test_measure_in_process_returns_a_complete_record(config: Config) -> None:
     assert isinstance(record["load_average"], list)
 
 
+def test_a_shadow_point_scores_its_share_of_every_timed_reading_in_shadow_too(config: Config) -> None:
+    record = measure(config, PipelinePoint("stateful", "numpy", 300, shadow=0.5), seconds=0.2, warmup_calls=1)
+    assert record["shadow_fraction"] == 0.5 and record["readings_per_s"] > 0
+    # Every reading of a member device is judged in shadow (warmed up with the fleet): about half.
+    assert 0.35 < record["shadow_scored_share"] < 0.65
+    plain = measure(config, PipelinePoint("stateful", "numpy", 300), seconds=0.2, warmup_calls=1)
+    assert plain["shadow_scored_share"] == 0.0
+
+
 def test_cli_runs_each_configuration_in_a_worker_and_writes_json(config: Config, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     config_path = tmp_path / "config.json"
