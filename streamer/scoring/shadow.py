@@ -171,15 +171,17 @@ class ShadowScorer:
         rows = np.flatnonzero(self._members(slots))
         if not rows.size:
             return
-        slots, batch_rows, ts, values = slots[rows], batch_rows[rows], ts[rows], values[rows]
+        if rows.size < len(slots):  # (every device in, the common case: no copies)
+            slots, batch_rows, ts, values = slots[rows], batch_rows[rows], ts[rows], values[rows]
         forecast = self.predictor.forecast(slots)
         self.predictor.observe(slots, values)  # pending devices too: a later rebuild overwrites them
         active = np.flatnonzero(self.scope["member"][slots] == ACTIVE)
         if not active.size:
             return
-        slots, batch_rows, ts, values, forecast = (slots[active], batch_rows[active], ts[active],
-                                                   values[active], forecast[active])
-        rows = rows[active]
+        if active.size < len(slots):
+            slots, batch_rows, ts, values, forecast = (slots[active], batch_rows[active], ts[active],
+                                                       values[active], forecast[active])
+            rows = rows[active]
         residual = values - forecast
         seen = self.scope["seen"][slots]
         scored = (seen >= self.warmup) & np.isfinite(residual).all(axis=1)
