@@ -354,18 +354,21 @@ async def _swap_under_load(daemon: DaemonProcess, live: LiveLoad, registry: Bund
     start_mark = _mark(ahead, live.generator)
     await asyncio.to_thread(registry.promote, version, note="streamer bench swap")
     samples = [ahead]
+    marks = [start_mark]  # taken with each sample: the lag is the input sent by then less what was handled
     while True:
         await asyncio.sleep(SAMPLE_S)
         live.check()
         samples.append(await scrape(daemon))
+        marks.append(_mark(samples[-1], live.generator))
         if samples[-1].swaps.get("current", 0.0) > swaps_before:
             break
         if time.monotonic() - promoted > options.swap_timeout_s:
             raise BenchFailedError(f"the daemon did not swap to {version} within {options.swap_timeout_s:g} s"
                                    f"\n{daemon.log_tail()}")
     swapped = samples[-1]
-    during = {**_rates(start_mark, _mark(swapped, live.generator)),
-              "lag_max": int(max(_mark(s, live.generator).sent - s.sample.handled for s in samples))}
+    during = {**_rates(start_mark, marks[-1]), "lag_start": int(start_mark.sent - start_mark.handled),
+              "lag_max": int(max(mark.sent - mark.handled for mark in marks)),
+              "lag_end": int(marks[-1].sent - marks[-1].handled)}
     # The switch job's pause shows in the gauge at the next refresh: keep sampling for two.
     tail_until = time.monotonic() + 2 * REFRESH_S + SAMPLE_S
     while time.monotonic() < tail_until:
