@@ -83,7 +83,8 @@ def add_broker_parsers(bench_sub: Any, common: argparse.ArgumentParser, positive
 
 
 @contextlib.contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
+def workdir_for(path: Path | None) -> Iterator[Path]:
+    """``path`` (created), or a temporary directory removed afterwards."""
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         yield path
@@ -113,7 +114,7 @@ def cmd_bench_e2e(args: argparse.Namespace, config: Config) -> int:
         throughput=False if args.no_throughput else None, restore=args.restore,
         drain_timeout_s=args.drain_timeout)
     console = Console()
-    with _workdir(args.workdir) as workdir, open_broker(args.bootstrap_servers, workdir) as broker:
+    with workdir_for(args.workdir) as workdir, open_broker(args.bootstrap_servers, workdir) as broker:
         console.print(f"broker: {broker.description}")
         record = asyncio.run(e2e.run_e2e(config, options, broker, workdir, console.print))
     record["quick"] = "fleet" if args.quick_fleet else bool(args.quick)
@@ -166,7 +167,7 @@ def cmd_bench_scaleout(args: argparse.Namespace, config: Config) -> int:
         args.quick, devices=args.devices, backlog_steps=args.backlog_steps, partitions=args.partitions,
         processes=tuple(args.processes) if args.processes else None)
     console = Console()
-    with _workdir(args.workdir) as workdir, open_broker(args.bootstrap_servers, workdir) as broker:
+    with workdir_for(args.workdir) as workdir, open_broker(args.bootstrap_servers, workdir) as broker:
         console.print(f"broker: {broker.description}")
         record = asyncio.run(scaleout.run_scaleout(config, options, broker, workdir, console.print))
     record["quick"] = bool(args.quick)

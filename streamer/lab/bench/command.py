@@ -36,6 +36,7 @@ from streamer.lab.bench.model import (
     run_sweep,
 )
 from streamer.lab.bench.pipeline_command import add_pipeline_parser
+from streamer.lab.bench.swap_command import add_swap_parser
 
 log = logging.getLogger("streamer.lab.bench")
 
@@ -45,7 +46,8 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     bench = sub.add_parser("bench", help="measure throughput and memory",
                            description="Benchmarks: `streamer bench BENCHMARK --help`. model: the forecaster "
                                        "alone; pipeline: decode + scoring without Kafka; e2e: one daemon "
-                                       "against the broker; scaleout: several daemons in one group.")
+                                       "against the broker; scaleout: several daemons in one group; "
+                                       "swap: a model promoted under load.")
     # The options live on each benchmark; main() still reads them.
     bench.set_defaults(command="bench", handler=lambda args, config: _help(bench), config=None,
                        log_level=None)
@@ -76,6 +78,7 @@ def add_bench_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     model.set_defaults(command="bench-model", handler=cmd_bench_model)
     add_pipeline_parser(bench_sub, common, _positive_int)
     add_broker_parsers(bench_sub, common, _positive_int)
+    add_swap_parser(bench_sub, common, _positive_int)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

@@ -17,7 +17,7 @@ from streamer.json_output import write_json
 from streamer.lab.chaos.plan import FULL, QUICK
 
 # Keys shown in the summary table, in order.
-SUMMARY_KEYS = ("kills", "terms", "outages", "readings", "hostile_records", "readings_accounted",
+SUMMARY_KEYS = ("kills", "terms", "outages", "swaps", "readings", "hostile_records", "readings_accounted",
                 "injected_anomalies", "reference_alerted_anomalies", "alerted_anomalies", "unique_alerts",
                 "reference_alerts", "alerts_missing", "alerts_extra", "duplicate_alerts", "duration_s")
 
@@ -43,6 +43,9 @@ def add_chaos_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     chaos.add_argument("--kills", type=_non_negative, default=None, help="single SIGKILLs")
     chaos.add_argument("--terms", type=_non_negative, default=None, help="SIGTERMs mid-run")
     chaos.add_argument("--outages", type=_non_negative, default=None, help="broker pauses")
+    chaos.add_argument("--swaps", type=_non_negative, default=None,
+                       help="model swaps: the daemons follow a bundle registry whose current alternates "
+                            "between the configured bundle and a relabelled copy (promote, rollback, ...)")
     chaos.set_defaults(command="chaos", handler=cmd_chaos)
 
 
@@ -64,7 +67,7 @@ def cmd_chaos(args: argparse.Namespace, config: Config) -> int:
     """Run the scenario, print a summary, write the JSON; 0 only for ALL-DELIVERED."""
     plan = (QUICK if args.quick else FULL).replace(
         seed=args.seed, duration_s=args.duration, devices=args.devices, daemons=args.daemons,
-        kills=args.kills, terms=args.terms, outages=args.outages)
+        kills=args.kills, terms=args.terms, outages=args.outages, swaps=args.swaps)
     if args.log_level != "DEBUG":
         # Outages make aiokafka log every refused connection; the verdict says what matters.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -79,6 +82,10 @@ def cmd_chaos(args: argparse.Namespace, config: Config) -> int:
     for key in SUMMARY_KEYS:
         table.add_row(key, str(result[key]))
     console.print(table)
+    if result.get("registry_versions"):
+        console.print(f"model swaps: {result['swaps']} injected, {result['model_swaps_seen']} seen by the "
+                      f"daemons; alert model versions {result['alert_model_versions']} (registry: "
+                      f"{', '.join(result['registry_versions'])})")
     for reason in result["reasons"]:
         console.print(f"  {reason}", style="red")
     if args.json is not None:

@@ -19,12 +19,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.config import ENV_PREFIX, Config, write_config_file
 from streamer.embedded_broker import free_port
@@ -41,6 +43,7 @@ Ending = Literal["sigkill", "sigterm", "crash", "stop"]
 REPLAY_EVENTS: frozenset[LogEvent] = frozenset({"replay_pending", "commit_failed"})
 # Beyond the daemon's own shutdown deadline, for the process to exit.
 EXIT_MARGIN_S = 15.0
+SWAPS = "streamer_model_swaps_total"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Incarnation:
     port: int
     ending: Ending | None = None  # set before we signal it, or when it exits on its own
     exit_code: int | None = None
+    model_swaps: int = 0  # streamer_model_swaps_total{role="current"} when last read
 
 
 class DaemonPool:
@@ -230,6 +234,18 @@ class DaemonPool:
         return sum(replay_events_in(incarnation.log_path.read_text(encoding="utf-8", errors="replace"))
                    for incarnation in self.history)
 
+    async def read_swaps(self) -> None:
+        """Read each running daemon's count of model swaps (runs with swaps; metrics die with a process)."""
+        live = [i for i in self.current.values() if i.process.poll() is None]
+        counts = await asyncio.gather(*(asyncio.to_thread(_swaps, i.port) for i in live))
+        for incarnation, count in zip(live, counts, strict=True):
+            if count is not None:
+                incarnation.model_swaps = max(incarnation.model_swaps, count)
+
+    def model_swaps(self) -> int:
+        """Model swaps the daemons reported, over every process (a lower bound: see :meth:`read_swaps`)."""
+        return sum(i.model_swaps for i in self.history)
+
     def exits(self) -> list[dict[str, object]]:
         """How each process ended."""
         return [{"daemon": f"{i.slot}.{i.number}", "ending": i.ending, "exit_code": i.exit_code}
@@ -242,6 +258,21 @@ def _ready(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _swaps(port: int) -> int | None:
+    """``streamer_model_swaps_total{role="current"}`` of the daemon on ``port``; None: no answer."""
+    query = urllib.parse.urlencode([("name[]", SWAPS)])
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?{query}", timeout=1) as response:
+            text = response.read().decode("utf-8")
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == SWAPS and sample.labels.get("role") == "current":
+                return int(sample.value)
+    return 0
 
 
 def replay_events_in(log: str) -> int:

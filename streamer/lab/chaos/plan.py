@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-FaultKind = Literal["kill", "burst", "term", "outage"]
+FaultKind = Literal["kill", "burst", "term", "outage", "swap"]
 
 # Share of the production time before the first fault: every daemon has its
 # partitions and its devices are past warm-up, so a kill hits a warm owner.
@@ -30,6 +30,10 @@ class ChaosPlan:
     bursts: int = 0  # two daemons SIGKILLed at once (the OOM-killer case)
     terms: int = 1  # SIGTERMs mid-run (graceful drain under load)
     outages: int = 2  # broker pauses (SIGSTOP ... SIGCONT)
+    # Model swaps: the registry's current alternates between two versions (promote, then
+    # rollback), so every daemon swaps models under the other faults. 0: no registry.
+    swaps: int = 0
+    registry_poll_s: float = 0.5  # predictor.lstm.poll_interval_s of the daemons
     # Outage lengths are spread evenly over this range: the longest exceeds the
     # session timeout below, so the group coordinator may expire members.
     outage_s: tuple[float, float] = (3.0, 8.0)
@@ -68,10 +72,12 @@ def schedule(plan: ChaosPlan) -> list[Fault]:
     ['term', 'kill']
     >>> schedule(ChaosPlan(kills=1, terms=0, outages=0, duration_s=100.0))[0].at_s  # mid 15..80 s
     47.5
+    >>> sorted(f.kind for f in schedule(ChaosPlan(kills=1, terms=0, outages=0, swaps=2)))
+    ['kill', 'swap', 'swap']
     """
     rng = random.Random(plan.seed)
     counts: dict[FaultKind, int] = {"kill": plan.kills, "burst": plan.bursts, "term": plan.terms,
-                                    "outage": plan.outages}
+                                    "outage": plan.outages, "swap": plan.swaps}
     kinds = [kind for kind, count in counts.items() for _ in range(count)]
     rng.shuffle(kinds)
     lo, hi = plan.outage_s

@@ -142,6 +142,7 @@ class Production:
     """What the producer wrote so far (readable while it runs)."""
 
     records: list[ProducedRecord] = field(default_factory=list)
+    step_starts: list[int] = field(default_factory=list)  # index in records of each step's first record
     steps: int = 0
     late_steps: int = 0  # steps sent behind schedule (the broker was paused, or the machine busy)
 
@@ -162,6 +163,7 @@ async def produce(producer: Any, topic: str, traffic: Traffic, production: Produ
             production.late_steps += 1
         outgoing = traffic.step(step)
         futures = [await producer.send(topic, value=item.value, key=item.key) for item in outgoing]
+        production.step_starts.append(len(production.records))
         for item, metadata in zip(outgoing, await asyncio.gather(*futures), strict=True):
             production.records.append(ProducedRecord(metadata.partition, metadata.offset, item.hostile))
         production.steps = step + 1

@@ -33,15 +33,33 @@ fault explains):
 
 ALL-DELIVERED otherwise: every record processed at least once, every alert
 of the reference published at least once, repeats removable by id.
+
+Runs with model swaps (``Evidence.swaps_from_ts`` set): the reference runs
+one model, the daemons another after each swap, and a swapped-in model's
+forecaster state is rebuilt from each device's ring buffer (the last
+``buffers.window`` readings), so its decisions after the swap legitimately
+differ from a model that ran all along. There, and only there:
+
+    - an alert is matched with the reference by ``(device, episode start,
+      event)``, its model version aside (the version is part of the id);
+    - the missing and extra rules above judge the alerts of readings before
+      the first swap (``ts < swaps_from_ts``); those after it are counted
+      (``alerts_missing_after_first_swap``, ``alerts_extra_after_first_swap``)
+      and judged by two rules instead: LESS if an injected anomaly the
+      reference detects has no alert, MORE if an alert names a model
+      version the registry never held;
+    - the repeat rules (copies of one id) are unchanged.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 from streamer.codec import Alert, Driver
 from streamer.ground_truth import match
@@ -94,6 +112,10 @@ class Evidence:
     alerts: Sequence[Alert]  # every copy on the alert topic
     replay_causes: Mapping[str, int] = field(default_factory=dict)  # cause -> count
     input_mismatches: int = 0  # produced records Kafka does not hold as produced
+    # Runs with model swaps: the event time of the first reading produced once the first swap was
+    # injected (None: no swaps), and the versions the registry held.
+    swaps_from_ts: int | None = None
+    model_versions: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -166,6 +188,7 @@ def judge(evidence: Evidence, reference: Reference, truth: Sequence[InjectedAnom
     more: list[str] = []
     records = _records(evidence, reference)
     alerts = _alerts(evidence, reference)
+    swapped = evidence.swaps_from_ts is not None
     chaos_hits = alerted_anomalies(truth, evidence.alerts, grace_ms)
     reference_hits = alerted_anomalies(truth, reference.alerts, grace_ms)
     lost_anomalies = len(reference_hits - chaos_hits)
@@ -183,6 +206,11 @@ def judge(evidence: Evidence, reference: Reference, truth: Sequence[InjectedAnom
     if alerts["alerts_missing"]:
         less.append(f"{alerts['alerts_missing']} alerts of the fault-free reference never published "
                     f"({lost_anomalies} detected anomalies lost)")
+    elif lost_anomalies:  # only after a swap: before one, a lost anomaly is a missing alert
+        less.append(f"{lost_anomalies} anomalies the fault-free reference detects have no alert")
+    if swapped and alerts["alerts_of_unknown_versions"]:
+        more.append(f"{alerts['alerts_of_unknown_versions']} alerts name a model version the registry "
+                    f"never held")
     if alerts["alerts_extra"]:
         more.append(f"{alerts['alerts_extra']} alerts the fault-free reference does not publish")
     if alerts["conflicting_duplicates"]:
@@ -238,27 +266,57 @@ def _records(evidence: Evidence, reference: Reference) -> dict[str, int]:
     }
 
 
-def _alerts(evidence: Evidence, reference: Reference) -> dict[str, int]:
+def _alerts(evidence: Evidence, reference: Reference) -> dict[str, Any]:
     """Key-by-key comparison of the alert topic with the reference, and repeats by id."""
-    by_key: dict[AlertKey, list[Alert]] = defaultdict(list)
+    by_id: dict[AlertKey, list[Alert]] = defaultdict(list)
     for alert in evidence.alerts:
-        by_key[(alert.alert_id, alert.event)].append(alert)
-    copies = Counter({key: len(group) for key, group in by_key.items()})
-    expected: dict[AlertKey, Alert] = {(a.alert_id, a.event): a for a in reference.alerts}
-    published = set(by_key)
-    diverged = sum(1 for key in published & expected.keys()
-                   if not any(same_content(expected[key], copy) for copy in by_key[key]))
-    conflicting = sum(1 for group in by_key.values()
+        by_id[(alert.alert_id, alert.event)].append(alert)
+    copies = Counter({key: len(group) for key, group in by_id.items()})
+    conflicting = sum(1 for group in by_id.values()
                       if not all(same_content(group[0], copy) for copy in group[1:]))
-    return {
+    boundary = evidence.swaps_from_ts
+    # Without swaps an alert is its id; with them, its id less the model version (module docstring).
+    key: Callable[[Alert], Hashable] = _by_id if boundary is None else _by_episode
+    comparable: Callable[[Alert], Alert] = (lambda a: a) if boundary is None else _versionless
+    published: dict[Hashable, list[Alert]] = defaultdict(list)
+    for alert in evidence.alerts:
+        published[key(alert)].append(alert)
+    expected: dict[Hashable, Alert] = {key(a): a for a in reference.alerts}
+    diverged = [expected[k].ts for k in published.keys() & expected.keys()
+                if not any(same_content(comparable(expected[k]), comparable(copy)) for copy in published[k])]
+    missing = [expected[k].ts for k in expected.keys() - published.keys()]
+    extra = [published[k][0].ts for k in published.keys() - expected.keys()]
+    out: dict[str, Any] = {
         "alerts": len(evidence.alerts),
-        "unique_alerts": len(published),
+        "unique_alerts": len(by_id),
         "reference_alerts": len(expected),
-        "alerts_missing": len(expected.keys() - published),
-        "alerts_extra": len(published - expected.keys()),
+        "alerts_missing": sum(1 for ts in missing if boundary is None or ts < boundary),
+        "alerts_extra": sum(1 for ts in extra if boundary is None or ts < boundary),
         # Informational: same id and event as the reference, other figures (state restored inexactly).
-        "alerts_content_diverged": diverged,
+        "alerts_content_diverged": len(diverged),
         "duplicate_alerts": sum(copies.values()) - len(copies),
         "conflicting_duplicates": conflicting,
         "max_copies": max(copies.values(), default=0),
     }
+    if boundary is not None:
+        out["alerts_missing_after_first_swap"] = len(missing) - out["alerts_missing"]
+        out["alerts_extra_after_first_swap"] = len(extra) - out["alerts_extra"]
+        out["alerts_content_diverged_after_first_swap"] = sum(1 for ts in diverged if ts >= boundary)
+        versions = Counter(alert.model_version for alert in evidence.alerts)
+        out["alert_model_versions"] = dict(sorted(versions.items()))
+        out["alerts_of_unknown_versions"] = sum(count for version, count in versions.items()
+                                                if version not in evidence.model_versions)
+    return out
+
+
+def _by_id(alert: Alert) -> AlertKey:
+    return (alert.alert_id, alert.event)
+
+
+def _by_episode(alert: Alert) -> tuple[str, int, str]:
+    """An alert's identity less its model version: the device, the episode's start, the event."""
+    return (alert.device_id, alert.episode_start_ts, alert.event)
+
+
+def _versionless(alert: Alert) -> Alert:
+    return msgspec.structs.replace(alert, alert_id="", model_version="")

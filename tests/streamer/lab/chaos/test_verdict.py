@@ -193,3 +193,55 @@ def test_drivers_agree_up_to_float_rounding_and_in_any_order_of_near_ties() -> N
     assert not same_content(base, other_figure)
     other_channel = msgspec.structs.replace(base, drivers=(driver("a", 0.5), driver("c", 0.5)))
     assert not same_content(base, other_channel)
+
+
+# ------------------------------------------------------------- model swaps
+VERSIONS = frozenset({"v1", "v2"})
+
+
+def by_version(source: Alert, version: str, **figures: float) -> Alert:
+    """``source`` as the model ``version`` publishes it: the version is part of the alert id."""
+    return msgspec.structs.replace(source, alert_id=f"{source.alert_id}/{version}", model_version=version,
+                                   **figures)
+
+
+def swapped(alerts: list[Alert], from_ts: int) -> dict[str, Any]:
+    return verdict_of(evidence(alerts=alerts, swaps_from_ts=from_ts, model_versions=VERSIONS))
+
+
+def test_after_a_swap_alerts_match_the_reference_by_episode_and_differences_are_counted() -> None:
+    # dev-b's open came from the swapped-in model (other id, other figures); it also raised an update
+    # the single-model reference does not have.
+    alerts = [*REFERENCE_ALERTS[:2], by_version(REFERENCE_ALERTS[2], "v2", score=0.7),
+              by_version(alert("dev-b", "update", 22_000, 20_400), "v2")]
+    result = swapped(alerts, from_ts=15_000)
+    assert result["verdict"] == "ALL-DELIVERED", result["reasons"]
+    assert (result["alerts_missing"], result["alerts_extra"]) == (0, 0)
+    assert (result["alerts_missing_after_first_swap"], result["alerts_extra_after_first_swap"]) == (0, 1)
+    assert result["alerts_content_diverged"] == 1
+    assert result["alert_model_versions"] == {"v1": 2, "v2": 2}
+    # Without swaps the same topic is judged by id: the reference's dev-b open was never published.
+    assert verdict_of(evidence(alerts=alerts))["verdict"] == "LESS"
+
+
+def test_before_the_first_swap_every_rule_still_holds() -> None:
+    # dev-a's resolve (12,000) comes after the swap and may be missing; its open (10,000) may not.
+    assert swapped([*REFERENCE_ALERTS[:1], REFERENCE_ALERTS[2]], from_ts=11_000)["verdict"] == "ALL-DELIVERED"
+    result = swapped(list(REFERENCE_ALERTS[1:]), from_ts=11_000)
+    assert result["verdict"] == "LESS"
+    assert result["alerts_missing"] == 1
+
+
+def test_after_a_swap_an_anomaly_without_an_alert_is_less() -> None:
+    result = swapped(list(REFERENCE_ALERTS[:2]), from_ts=15_000)
+    assert (result["alerts_missing"], result["alerts_missing_after_first_swap"]) == (0, 1)
+    assert result["verdict"] == "LESS"
+    assert result["anomalies_lost"] == 1
+    assert "anomalies" in result["reasons"][0]
+
+
+def test_an_alert_of_a_version_the_registry_never_held_is_more() -> None:
+    alerts = [*REFERENCE_ALERTS[:2], by_version(REFERENCE_ALERTS[2], "v9")]
+    result = swapped(alerts, from_ts=15_000)
+    assert result["verdict"] == "MORE"
+    assert result["alerts_of_unknown_versions"] == 1
