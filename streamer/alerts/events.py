@@ -49,6 +49,9 @@ class RoundChanges:
     episode_start: npt.NDArray[np.int64]
     # Per round row: the threshold method that judged it (None: every row the source's method).
     methods: Sequence[str] | None = None
+    # Per round row: the model version its episode belongs to (None: every row the source's).
+    # An episode opened before a model swap keeps the version, and so the id, it opened with.
+    versions: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,9 @@ def _alert(kind: AlertEvent, batch: ReadingBatch, change: RoundChanges, pick: in
     ts = int(batch.ts_ms[row])
     drivers = _drivers(source.channels, channel, decision.channel_scores[pick].tolist(),
                        batch.values[row].tolist(), change.forecast[pick].tolist())
+    version = source.model_version if change.versions is None else change.versions[pick]
     return Alert(
-        alert_id=alert_id(device_id, start, source.model_version),
+        alert_id=alert_id(device_id, start, version),
         event=kind,
         device_id=device_id,
         ts=ts,
@@ -99,7 +103,7 @@ def _alert(kind: AlertEvent, batch: ReadingBatch, change: RoundChanges, pick: in
         threshold=_finite_or_none(float(decision.threshold[pick])),
         score=float(decision.score[pick]),
         method=source.method if change.methods is None else change.methods[pick],
-        model_version=source.model_version,
+        model_version=version,
         processing_ms=round((decided_at - float(batch.fetched_at[row])) * 1000.0, 3),
         latency_ms=round(decided_at * 1000.0 - ts, 3),
         drivers=drivers,

@@ -30,10 +30,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+from models.backends import LSTMBackend
 from models.bundle import ModelBundle
 from models.registry import BundleRegistry, RegistryError
 from streamer.config import Config
 from streamer.metrics import Metrics
+from streamer.scoring.lstm import build_backend
 from streamer.scoring.model_swap import ModelSwap, Refusal, load_checked
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.scoring.shadow import ShadowScorer
@@ -84,6 +86,13 @@ class ModelFollower:
 
     async def run(self) -> None:
         """Check the registry every ``poll_interval_s`` until cancelled."""
+        try:
+            # Episodes restored open may have opened under any registered version: their
+            # updates and resolves keep its alert id.
+            versions = [info.version for info in await asyncio.to_thread(self.registry.versions)]
+            await self._job(functools.partial(self._know, versions))
+        except Exception:
+            log.exception("listing the model registry failed")
         while True:
             try:
                 await self.check()
@@ -119,7 +128,8 @@ class ModelFollower:
         if isinstance(loaded, Refusal):
             self._refuse("candidate", version, loaded)
             return False
-        scorer = await self._job(lambda: self._start_shadow(loaded))
+        backend = await asyncio.to_thread(self._backend, loaded)
+        scorer = await self._job(lambda: self._start_shadow(loaded, backend))
         try:
             size = FIRST_REBUILD_SLOTS
             done = False
@@ -138,8 +148,16 @@ class ModelFollower:
                  100 * self.config.predictor.lstm.shadow.fraction)
         return True
 
-    def _start_shadow(self, bundle: ModelBundle) -> ShadowScorer:
-        scorer = ShadowScorer(self.config, self.pipeline.registry, bundle)
+    def _backend(self, bundle: ModelBundle) -> LSTMBackend:
+        """The new model's compute backend, for the fleet as it is now (it grows with it later)."""
+        settings = self.config.predictor.lstm
+        table = self.pipeline.registry.table
+        return build_backend(bundle, mode=settings.mode, backend=settings.backend, rows=table.capacity,
+                             reserve=table.reserve)
+
+    def _start_shadow(self, bundle: ModelBundle, backend: LSTMBackend) -> ShadowScorer:
+        pipeline = self.pipeline
+        scorer = ShadowScorer(self.config, pipeline.registry, bundle, lambda: pipeline.predictor, backend)
         self.pipeline.shadow = scorer
         return scorer
 
@@ -158,7 +176,8 @@ class ModelFollower:
             return False
         log.info("model swap: preparing %s beside %s (%d devices)", version, self.pipeline.predictor.version,
                  len(self.pipeline.registry))
-        swap = await self._job(lambda: ModelSwap(self.pipeline, loaded))
+        backend = await asyncio.to_thread(self._backend, loaded)
+        swap = await self._job(lambda: ModelSwap(self.pipeline, loaded, backend))
         try:
             size = FIRST_REBUILD_SLOTS
             done = False
@@ -179,6 +198,10 @@ class ModelFollower:
                                method=self.pipeline.threshold.method)
         log.info("model swapped: %s -> %s in %.2fs", previous, version, time.monotonic() - started)
         return True
+
+    def _know(self, versions: list[str]) -> None:
+        for version in versions:
+            self.pipeline.know_version(version)
 
     def _load(self, version: str) -> ModelBundle | Refusal:
         try:

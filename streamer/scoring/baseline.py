@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import numpy.typing as npt
 
 from streamer.config import BaselineConfig
-from streamer.scoring.predictor import Float64Array, IndexArray
+from streamer.scoring.predictor import Float64Array, IndexArray, Predictor, replay_history
 from streamer.state.slot_table import SlotTable
 
 
@@ -56,6 +57,11 @@ class HoltPredictor:
     def forget(self, slots: IndexArray) -> None:
         """Back to no level and no trend."""
         self.table.reset_fields(slots, ["holt_level", "holt_trend"])
+
+    def rebuild(self, slots: IndexArray, history: Float64Array, filled: npt.NDArray[np.int64],
+                source: Predictor | None = None) -> None:
+        """Smooth the history again from no level."""
+        replay_history(self, slots, history, filled)
 
     def observe(self, slots: IndexArray, values: Float64Array) -> None:
         """Smooth the new readings into level and trend."""

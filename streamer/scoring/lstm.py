@@ -30,8 +30,8 @@ import numpy.typing as npt
 
 from models.backends import BackendName, LSTMBackend, make_backend, row_records
 from models.bundle import ModelBundle
-from models.normalization import update_normalize
-from streamer.scoring.predictor import Float64Array, IndexArray
+from models.normalization import normalize, std_of, update_normalize
+from streamer.scoring.predictor import Float64Array, IndexArray, Predictor, replay_history
 from streamer.state.extra_rows import ExtraRows
 from streamer.state.ring_buffer import RingBuffers
 from streamer.state.slot_table import SlotTable
@@ -80,13 +80,31 @@ def schedule_key(count: npt.NDArray[np.int64], window: int) -> npt.NDArray[np.in
     return key
 
 
+def build_backend(bundle: ModelBundle, *, mode: PredictorMode, backend: BackendName, rows: int,
+                  reserve: int) -> LSTMBackend:
+    """The compute backend of a predictor whose table has ``rows`` rows (``reserve`` set aside).
+
+    Setting a fleet's state table to zero takes long (over 100 ms for 100,000
+    devices): a model swapped in while the daemon runs builds it off the scorer.
+    """
+    stateful = mode == "stateful"
+    return make_backend(
+        backend, bundle.weights, bundle.keras_model, window=bundle.metadata.window,
+        # Backend row s holds slot s's states; window mode keeps none between readings.
+        initial_rows=rows if stateful else 1,
+        reserve_rows=reserve if stateful else None,
+        states_per_row=STATES_PER_DEVICE if stateful else 1,
+    )
+
+
 class LSTMPredictor:
     """Batched forecasts from a trained LSTM bundle."""
 
     name = "lstm"
 
     def __init__(self, table: SlotTable, bundle: ModelBundle, *, mode: PredictorMode,
-                 backend: BackendName) -> None:
+                 backend: BackendName, prepared: LSTMBackend | None = None) -> None:
+        """``prepared``: the backend, built beforehand by :func:`build_backend` (off the scorer)."""
         metadata = bundle.metadata
         self.table = table
         self.bundle = bundle
@@ -101,14 +119,8 @@ class LSTMPredictor:
         table.add_field("lstm_next", (channels,), np.float64, np.nan)
         self.inputs = (RingBuffers(table, window=self.window, channels=channels, prefix="lstm_u")
                        if mode == "window" else None)
-        stateful = mode == "stateful"
-        self.backend: LSTMBackend = make_backend(
-            backend, bundle.weights, bundle.keras_model, window=self.window,
-            # Backend row s holds slot s's states; window mode keeps none between readings.
-            initial_rows=table.capacity if stateful else 1,
-            reserve_rows=table.reserve if stateful else None,
-            states_per_row=STATES_PER_DEVICE if stateful else 1,
-        )
+        self.backend: LSTMBackend = prepared or build_backend(bundle, mode=mode, backend=backend,
+                                                              rows=table.capacity, reserve=table.reserve)
         self.name = f"lstm-{mode}-{self.backend.name}"
         self._schedule = stateful_schedule(self.window)
         self._records: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.void]]] = {}
@@ -137,6 +149,66 @@ class LSTMPredictor:
     def forget(self, slots: IndexArray) -> None:
         """Back to no history: a zero reading count also restarts both backend states (stateful_schedule)."""
         self.table.reset_fields(slots, self._own_fields())
+
+    def rebuild(self, slots: IndexArray, history: Float64Array, filled: npt.NDArray[np.int64],
+                source: Predictor | None = None) -> None:
+        """Rebuild ``slots`` from their last readings (right-aligned in ``history``, ``filled`` of them).
+
+        With a ``source`` LSTM of the same normalisation (a model swapped in or
+        shadowed beside the running one), its running mean and variance and
+        reading count are carried over: they depend on the readings alone, and
+        a ring buffer is too short to compute them again (the normalisation
+        spans more readings). The readings are then normalised with them and
+        stepped through this model at the reading counts they had, so its LSTM
+        states and the schedule of their restarts are what they would be had it
+        run all along, up to the drift of the mean and variance over the ring.
+        Without one, or for a device whose whole history is in its ring, the
+        readings are replayed as new (:func:`replay_history`).
+        """
+        if not (isinstance(source, LSTMPredictor) and source.spec == self.spec
+                and source.channels == self.channels):
+            replay_history(self, slots, history, filled)
+            return
+        counts = source.table["lstm_count"][slots]
+        # A device whose whole history is in its ring is replayed as new: exactly as if it had run all along.
+        whole = counts <= filled
+        if whole.any():
+            replay_history(self, slots[whole], history[whole], filled[whole])
+            if whole.all():
+                return
+            slots, history, filled, counts = slots[~whole], history[~whole], filled[~whole], counts[~whole]
+        self.forget(slots)
+        table = self.table
+        moments = source.table["lstm_moments"][slots]
+        table["lstm_moments"][slots] = moments
+        mean, std = moments[:, 0], std_of(self.spec, moments[:, 0], moments[:, 1])
+        count = np.maximum(counts - filled, 0)
+        predicted = np.zeros((len(slots), self.channels), np.float64)
+        window = history.shape[1]
+        if self.inputs is None:
+            self.backend.ensure_rows(self.table.capacity)
+        for step in range(window):
+            present = np.flatnonzero(filled >= window - step)
+            if not present.size:
+                continue
+            u = normalize(self.spec, history[present, step], mean[present], std[present]).astype(np.float32)
+            if self.inputs is not None:
+                self.inputs.append(slots[present], u)
+            else:
+                schedule = self._schedule.take(schedule_key(count[present], self.window), axis=0)
+                outputs = self.backend.advance(slots[present], u, schedule[:, :USE_SECOND])
+                predicted[present] = np.where(schedule[:, USE_SECOND, None], outputs[:, 1], outputs[:, 0])
+            count[present] += 1
+        if self.inputs is not None:
+            ready = self.inputs.filled(slots) >= self.window
+            if ready.any():
+                predicted[ready] = self.backend.forecast_windows(self.inputs.windows(slots[ready]))
+        else:
+            ready = (filled > 0) & (count - 1 >= self.min_context - 1)
+        forecast = predicted * std + mean
+        forecast[~ready] = np.nan
+        table["lstm_next"][slots] = forecast
+        table["lstm_count"][slots] = np.where(filled > 0, counts, 0)
 
     def forecast(self, slots: IndexArray) -> Float64Array:
         """The forecast computed when each slot's last reading was observed."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.backends import LSTMBackend
 from models.bundle import BundleError, ModelBundle, load_bundle
 from models.parity import PARITY_TOLERANCE, parity_error, parity_input
 from models.weights import forecast_windows
@@ -109,13 +110,16 @@ class ModelSwap:
     Every method runs on the scorer, between two batches.
     """
 
-    def __init__(self, pipeline: ScoringPipeline, bundle: ModelBundle) -> None:
+    def __init__(self, pipeline: ScoringPipeline, bundle: ModelBundle,
+                 backend: LSTMBackend | None = None) -> None:
+        """``backend``: built beforehand off the scorer (:func:`~streamer.scoring.lstm.build_backend`)."""
         if pipeline.staged is not None:
             raise RuntimeError("another model is already being swapped in")
         settings = pipeline.config.predictor.lstm
         self.pipeline = pipeline
         self.scope = pipeline.registry.table.scoped(SWAP_SCOPE, transient=True)
-        self.predictor = LSTMPredictor(self.scope, bundle, mode=settings.mode, backend=settings.backend)
+        self.predictor = LSTMPredictor(self.scope, bundle, mode=settings.mode, backend=settings.backend,
+                                       prepared=backend)
         self.next_slot = 0
         pipeline.staged = self.predictor
 
@@ -130,7 +134,7 @@ class ModelSwap:
         start = self.next_slot
         stop = min(start + slots, registry.high_water)
         live = np.flatnonzero(registry.table["reg_live"][start:stop]) + start
-        rebuild_from_rings(self.predictor, registry, live)
+        rebuild_from_rings(self.predictor, registry, live, self.pipeline.predictor)
         self.next_slot = stop
         return self.next_slot >= registry.high_water
 
@@ -144,6 +148,7 @@ class ModelSwap:
         table.remove_fields([name for name in old_fields if name not in new_fields and name in table])
         pipeline.predictor = self.predictor
         pipeline.staged = None
+        pipeline.know_version(self.predictor.version)
         # Operators may still answer alerts the replaced model raised (their ids name it).
         pipeline.model_versions = [self.predictor.version, *pipeline.model_versions][:KEPT_VERSIONS]
 

@@ -14,6 +14,7 @@ device per batch) is a single round.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from streamer.feedback.adjustments import Applied, GateCounts, OperatorAdjustmen
 from streamer.feedback.messages import Feedback, FeedbackRejection, pattern_regex
 from streamer.feedback.rules import RuleBook
 from streamer.scoring.baseline import HoltPredictor
-from streamer.scoring.predictor import Predictor, replay_history
+from streamer.scoring.predictor import Predictor
 from streamer.scoring.shadow import ShadowRound, ShadowScorer
 from streamer.state.extra_rows import ExtraRows
 from streamer.state.registry import NO_SLOT, DeviceRegistry
@@ -140,11 +141,25 @@ def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle |
     return loaded
 
 
-def rebuild_from_rings(predictor: Predictor, registry: DeviceRegistry, slots: IndexArray) -> None:
-    """Rebuild ``predictor``'s state of ``slots`` from the readings in their ring buffers."""
+def version_key(version: str) -> int:
+    """A model version as an int64 a slot-table field can hold.
+
+    >>> version_key("lstm-902f8505e625") == version_key("lstm-902f8505e625") != version_key("lstm-0")
+    True
+    """
+    return int.from_bytes(hashlib.sha256(version.encode()).digest()[:8], "little", signed=True)
+
+
+def rebuild_from_rings(predictor: Predictor, registry: DeviceRegistry, slots: IndexArray,
+                       source: Predictor | None = None) -> None:
+    """Rebuild ``predictor``'s state of ``slots`` from the readings in their ring buffers.
+
+    ``source``: the running model, whose state of the same devices the
+    predictor may carry over (:meth:`Predictor.rebuild`).
+    """
     if len(slots):
         rings = registry.rings
-        replay_history(predictor, slots, rings.windows(slots).astype(np.float64), rings.filled(slots))
+        predictor.rebuild(slots, rings.windows(slots).astype(np.float64), rings.filled(slots), source)
 
 
 def rounds(slots: IndexArray) -> list[IndexArray]:
@@ -225,6 +240,18 @@ class ScoringPipeline:
         self.shadow: ShadowScorer | None = None
         # The running model's version first, then those it replaced (a recent alert may name one).
         self.model_versions: list[str] = [self.predictor.version]
+        # The version each device's current or last episode opened with, as a key of known_versions.
+        self.registry.table.add_field("ep_model", (), np.int64, 0)
+        self.known_versions: dict[int, str] = {}
+        self.know_version(self.predictor.version)
+
+    @property
+    def _version_key(self) -> int:
+        return version_key(self.predictor.version)
+
+    def know_version(self, version: str) -> None:
+        """Let alerts of episodes opened by ``version`` name it (a model swapped in or out, a registry's)."""
+        self.known_versions[version_key(version)] = version
 
     def extra_rows(self) -> ExtraRows | None:
         """The predictor's per-slot state outside the slot table, for snapshots."""
@@ -241,7 +268,7 @@ class ScoringPipeline:
     def restored(self, slots: npt.NDArray[np.intp]) -> None:
         """``slots`` were just written from snapshots: a model swapped in or shadowed rebuilds them too."""
         if self.staged is not None:
-            rebuild_from_rings(self.staged, self.registry, slots)
+            rebuild_from_rings(self.staged, self.registry, slots, self.predictor)
         if self.shadow is not None:
             self.shadow.restored(slots)
 
@@ -414,13 +441,32 @@ class ScoringPipeline:
         result.scored += scored_count
         result.warmup += len(batch_rows) - scored_count
         result.scores[batch_rows] = np.where(scored, decision.score, np.nan)
+        if episode.opened.size:
+            registry.table["ep_model"][round_slots[episode.opened]] = self._version_key
         if episode.opened.size or episode.updated.size or episode.resolved.size:
             methods = None if group is None else [self.thresholds[g].method for g in group.tolist()]
             changes.append(
                 RoundChanges(batch_rows, decision, forecast, episode.opened, episode.updated,
-                              episode.resolved, episode.episode_start, methods)
+                              episode.resolved, episode.episode_start, methods,
+                              self._episode_versions(round_slots, episode.updated, episode.resolved))
             )
         return batch_rows
+
+    def _episode_versions(self, slots: IndexArray, updated: IndexArray,
+                          resolved: IndexArray) -> list[str] | None:
+        """Per round row, the version each episode opened with (None: all the running model's)."""
+        keys = self.registry.table["ep_model"][slots]
+        carried = np.zeros(len(slots), dtype=bool)
+        carried[updated] = True
+        carried[resolved] = True
+        carried &= keys != self._version_key
+        if not carried.any():
+            return None
+        versions = [self.predictor.version] * len(slots)
+        for row in np.flatnonzero(carried).tolist():
+            # A version no longer known (opened before a restart, two swaps ago): the running one.
+            versions[row] = self.known_versions.get(int(keys[row]), self.predictor.version)
+        return versions
 
     def _judge(self, slots: npt.NDArray[np.intp], residual: npt.NDArray[np.float64],
                scored: npt.NDArray[np.bool_], values: npt.NDArray[np.float64],

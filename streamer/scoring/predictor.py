@@ -52,6 +52,15 @@ class Predictor(Protocol):
         """Return each slot's state to that of a device never seen."""
         ...
 
+    def rebuild(self, slots: IndexArray, history: Float64Array, filled: npt.NDArray[np.int64],
+                source: Predictor | None = None) -> None:
+        """Rebuild the state of ``slots`` from their recent readings (see :func:`replay_history`).
+
+        ``source``: the model running beside it, whose state of the same
+        devices a predictor may carry over where it means the same thing.
+        """
+        ...
+
 
 def replay_history(predictor: Predictor, slots: IndexArray, history: Float64Array,
                    filled: npt.NDArray[np.int64]) -> None:

@@ -20,17 +20,19 @@ restart or a partition move the shadow starts again the same way.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from models.backends import LSTMBackend
 from models.bundle import ModelBundle
 from streamer.alerts.episodes import EpisodeTracker
 from streamer.alerts.events import RoundChanges
 from streamer.config import Config
 from streamer.scoring.lstm import LSTMPredictor
-from streamer.scoring.predictor import replay_history
+from streamer.scoring.predictor import Predictor
 from streamer.state.registry import DeviceRegistry
 from streamer.thresholds import make_threshold
 from streamer.thresholds.novelty import apply_novelty, make_novelty
@@ -74,7 +76,18 @@ class ShadowScorer:
     Every method runs on the scorer, between batches or inside one.
     """
 
-    def __init__(self, config: Config, registry: DeviceRegistry, bundle: ModelBundle) -> None:
+    def __init__(self, config: Config, registry: DeviceRegistry, bundle: ModelBundle,
+                 running: Callable[[], Predictor], backend: LSTMBackend | None = None) -> None:
+        """A candidate beside the running model.
+
+        Args:
+            config: The daemon's configuration.
+            registry: The devices and their slot table.
+            bundle: The candidate.
+            running: The model running now (a rebuild carries its normalisation over).
+            backend: Built beforehand off the scorer (:func:`~streamer.scoring.lstm.build_backend`).
+        """
+        self.running = running
         settings = config.predictor.lstm
         channels = len(config.readings.channels)
         self.registry = registry
@@ -83,7 +96,8 @@ class ShadowScorer:
         scope = self.scope = registry.table.scoped(SHADOW_SCOPE, transient=True)
         scope.add_field("member", (), np.int8, UNKNOWN)
         scope.add_field("seen", (), np.int64, 0)  # readings judged since its forecaster was rebuilt
-        self.predictor = LSTMPredictor(scope, bundle, mode=settings.mode, backend=settings.backend)
+        self.predictor = LSTMPredictor(scope, bundle, mode=settings.mode, backend=settings.backend,
+                                       prepared=backend)
         thresholds = config.thresholds
         self.threshold = make_threshold(scope, channels, thresholds)
         self.record_gate = make_record_gate(scope, channels, thresholds.method, thresholds.record_gate)
@@ -120,8 +134,8 @@ class ShadowScorer:
         members = slots[self._members(slots)]
         if members.size:
             rings = self.registry.rings
-            replay_history(self.predictor, members, rings.windows(members).astype(np.float64),
-                           rings.filled(members))
+            self.predictor.rebuild(members, rings.windows(members).astype(np.float64), rings.filled(members),
+                                   self.running())
             self.scope["member"][members] = ACTIVE
             self.scope["seen"][members] = 0
             self._reset_detector(members)

@@ -278,7 +278,8 @@ def measure(base: Config, point: PipelinePoint, *, seconds: float, min_calls: in
         from streamer.scoring.shadow import ShadowScorer
 
         assert isinstance(pipeline.predictor, LSTMPredictor)  # noqa: S101  # point_config made it so
-        shadow = ShadowScorer(config, pipeline.registry, pipeline.predictor.bundle)
+        running = pipeline.predictor
+        shadow = ShadowScorer(config, pipeline.registry, running.bundle, lambda: running)
         while not shadow.rebuild_next(point.devices):
             pass
         pipeline.shadow = shadow

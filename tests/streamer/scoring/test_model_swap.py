@@ -84,6 +84,35 @@ def test_a_swapped_in_model_forecasts_as_if_it_had_run_all_along(tmp_path: Path,
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["stateful", "window"])
+def test_a_model_swapped_in_after_more_readings_than_the_ring_holds_carries_the_normalisation(
+        tmp_path: Path, mode: str) -> None:
+    # 200 readings, a ring of 64: the running mean and variance (spanning 256) cannot be computed
+    # again from the ring, so they are carried over with the reading count. The same weights then
+    # forecast nearly what the running model does (the ring's readings are normalised with today's
+    # mean and variance, not each one's own), and exactly so once every LSTM state (window mode:
+    # every input of the window) has been restarted after the swap: one window (32) later.
+    values = readings(250, seed=5, wave=3.0)
+    swapped, untouched, replayed = (ScoringPipeline(config(mode)) for _ in range(3))
+    for step in range(200):
+        for pipeline in (swapped, untouched, replayed):
+            pipeline.score(step_batch(step, values[step]))
+    bundle_variant(tmp_path / "same", 9)
+    swap_in(swapped, load_bundle(tmp_path / "same")).switch()
+    slots = np.arange(len(DEVICES))
+    # For scale: the same rebuild without carrying anything over (readings replayed as new).
+    replayed.rebuild_model(slots)
+    first = np.abs(swapped.predictor.forecast(slots) - untouched.predictor.forecast(slots)).max()
+    without = np.abs(replayed.predictor.forecast(slots) - untouched.predictor.forecast(slots)).max()
+    assert first < 0.5 * without
+    for step in range(200, 250):
+        for pipeline in (swapped, untouched):
+            pipeline.score(step_batch(step, values[step]))
+        if step >= 200 + 32:
+            np.testing.assert_allclose(swapped.predictor.forecast(slots), untouched.predictor.forecast(slots),
+                                       rtol=1e-9)
+
+
 def test_every_reading_is_scored_once_and_alerts_name_the_new_version_from_the_switch(tmp_path: Path) -> None:
     values = readings(120, seed=3, wave=0.0)
     values[100, 0] += 20.0  # a spike after the switch
@@ -103,13 +132,37 @@ def test_every_reading_is_scored_once_and_alerts_name_the_new_version_from_the_s
             swap, switched_at = None, step
         result = pipeline.score(step_batch(step, values[step]))
         processed += result.scored + result.warmup
-        versions += [(step, alert.device_id, alert.model_version) for alert in result.alerts]
+        versions += [(step, alert.device_id, alert.model_version) for alert in result.alerts
+                     if alert.event == "open"]
     assert processed == 120 * len(DEVICES)  # none skipped, none twice
     assert switched_at == 65 + len(DEVICES) - 1 and pipeline.predictor.version == new_version
     assert {v for s, _, v in versions if s < switched_at} == {old_version}
     assert {v for s, _, v in versions if s >= switched_at} == {new_version}
     assert ("dev-1", old_version) in {(d, v) for s, d, v in versions if s == 70}
     assert ("dev-0", new_version) in {(d, v) for s, d, v in versions if s == 100}
+
+
+def test_an_episode_open_across_a_swap_keeps_the_id_and_version_it_opened_with(tmp_path: Path) -> None:
+    values = readings(110, seed=3, wave=0.0)
+    values[60, 0] += 20.0  # opens before the swap, resolves after it
+    values[90, 0] += 20.0  # opens after it
+    pipeline = ScoringPipeline(config())
+    old_version = pipeline.predictor.version
+    _, new_version = bundle_variant(tmp_path / "new", 10, head_shift=0.05)
+    events = []
+    for step in range(110):
+        if step == 62:
+            swap_in(pipeline, load_bundle(tmp_path / "new")).switch()
+        alerts = pipeline.score(step_batch(step, values[step])).alerts
+        events += [(step, a) for a in alerts if a.device_id == "dev-0"]
+    first = [a for step, a in events if 60 <= step < 90]
+    assert next((step, a.event) for step, a in events if 60 <= step < 90) == (60, "open")
+    assert [a.event for a in first] == ["open", "resolve"] and [s for s, _ in events if s >= 60][1] > 62
+    assert {a.alert_id for a in first} == {first[0].alert_id}
+    assert {a.model_version for a in first} == {old_version}
+    second = [a for step, a in events if step >= 90]
+    assert second[0].event == "open" and second[0].model_version == new_version
+    assert second[0].alert_id != first[0].alert_id
 
 
 def test_the_snapshot_layout_after_a_swap_keeps_its_base_and_changes_its_model_part(tmp_path: Path) -> None:

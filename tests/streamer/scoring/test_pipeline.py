@@ -227,6 +227,10 @@ def test_alert_id_uses_injected_predictor_version() -> None:
         def forget(self, slots: npt.NDArray[np.intp]) -> None:
             return None
 
+        def rebuild(self, slots: npt.NDArray[np.intp], history: npt.NDArray[np.float64],
+                    filled: npt.NDArray[np.int64], source: object = None) -> None:
+            return None
+
     pipeline = ScoringPipeline(config(warmup=10), predictor=ZeroForecast())
     values = spike_series(n=60, at=40)
     alerts = [a for i, v in enumerate(values)

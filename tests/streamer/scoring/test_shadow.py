@@ -15,7 +15,8 @@ from tests.streamer.scoring.test_model_swap import DEVICES, config, readings, st
 
 
 def shadowed(pipeline: ScoringPipeline, bundle_dir: Path, cfg: Config | None = None) -> ShadowScorer:
-    shadow = ShadowScorer(cfg or pipeline.config, pipeline.registry, load_bundle(bundle_dir))
+    shadow = ShadowScorer(cfg or pipeline.config, pipeline.registry, load_bundle(bundle_dir),
+                          lambda: pipeline.predictor)
     pipeline.shadow = shadow
     while not shadow.rebuild_next(5):
         pass
