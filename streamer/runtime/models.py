@@ -35,8 +35,9 @@ from models.bundle import ModelBundle
 from models.registry import BundleRegistry, RegistryError
 from streamer.config import Config
 from streamer.metrics import Metrics
+from streamer.scoring.bundle_checks import Refusal, load_checked
 from streamer.scoring.lstm import build_backend
-from streamer.scoring.model_swap import ModelSwap, Refusal, load_checked
+from streamer.scoring.model_swap import ModelSwap
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.scoring.shadow import ShadowScorer
 from streamer.state.manager import StateManager

@@ -117,7 +117,7 @@ def current_bundle(registry_path: str, channels: Sequence[str]) -> ModelBundle |
             be used (named under ``predictor.lstm.registry`` with the reason).
     """
     from models.registry import BundleRegistry, RegistryError
-    from streamer.scoring.model_swap import Refusal, load_checked
+    from streamer.scoring.bundle_checks import Refusal, load_checked
 
     def refuse(reason: str) -> ConfigError:
         return ConfigError("<config>", "predictor.lstm.registry", f"{registry_path}: {reason}")

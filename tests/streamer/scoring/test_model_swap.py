@@ -12,7 +12,7 @@ from models.bundle import ModelBundle, default_bundle_path, load_bundle
 from models.registry import BundleRegistry
 from streamer.codec import ReadingBatch
 from streamer.config import Config, load_config
-from streamer.scoring.model_swap import ModelSwap, Refusal, check_bundle, load_checked
+from streamer.scoring.model_swap import ModelSwap
 from streamer.scoring.pipeline import ScoringPipeline
 from streamer.state.snapshots import RowSchema
 from tests.bundle_variants import bundle_variant
@@ -214,21 +214,3 @@ def test_a_registry_without_current_runs_the_configured_bundle_and_with_one_runs
     assert ScoringPipeline(with_registry).predictor.version == load_bundle(default_bundle_path()).version
     registry.promote(version)
     assert ScoringPipeline(with_registry).predictor.version == version
-
-
-def test_checks_refuse_other_channels_missing_validation_and_failed_parity(tmp_path: Path) -> None:
-    channels = ["value"]
-    assert check_bundle(load_bundle(default_bundle_path()), channels) is None  # no parity record: finite only
-    assert check_bundle(load_bundle(default_bundle_path()), ["a", "b"]) == Refusal(
-        "channels", "bundle channels ['value'] differ from readings.channels ['a', 'b']")
-    bundle_variant(tmp_path / "good", 5, parity="true")
-    good = load_checked(tmp_path / "good", channels)
-    assert isinstance(good, ModelBundle) and good.version == load_bundle(tmp_path / "good").version
-    bundle_variant(tmp_path / "parity", 6, parity="false")
-    refused = load_checked(tmp_path / "parity", channels)
-    assert isinstance(refused, Refusal) and refused.reason == "parity"
-    bundle_variant(tmp_path / "validation", 7, validation={"mse": float("nan")})
-    refused = load_checked(tmp_path / "validation", channels)
-    assert isinstance(refused, Refusal) and refused.reason == "validation"
-    refused = load_checked(tmp_path / "missing", channels)
-    assert isinstance(refused, Refusal) and refused.reason == "unreadable"
