@@ -132,13 +132,7 @@ class ModelFollower:
         backend = await asyncio.to_thread(self._backend, loaded)
         scorer = await self._job(lambda: self._start_shadow(loaded, backend))
         try:
-            size = FIRST_REBUILD_SLOTS
-            done = False
-            while not done:
-                job_started = time.perf_counter()
-                done = await self._job(functools.partial(scorer.rebuild_next, size))
-                took = time.perf_counter() - job_started
-                size = int(min(MAX_REBUILD_SLOTS, max(16, size * JOB_TARGET_S / max(took, 1e-4))))
+            await self._rebuild_all(scorer.rebuild_next)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._job(self._stop_shadow)
@@ -148,6 +142,16 @@ class ModelFollower:
         log.info("shadow scoring %s beside %s (devices: %.0f%%)", version, self.pipeline.predictor.version,
                  100 * self.config.predictor.lstm.shadow.fraction)
         return True
+
+    async def _rebuild_all(self, rebuild_next: Callable[[int], bool]) -> None:
+        """Call ``rebuild_next(slots)`` in jobs between batches until done, each about JOB_TARGET_S long."""
+        size = FIRST_REBUILD_SLOTS
+        done = False
+        while not done:
+            job_started = time.perf_counter()
+            done = await self._job(functools.partial(rebuild_next, size))
+            took = time.perf_counter() - job_started
+            size = int(min(MAX_REBUILD_SLOTS, max(16, size * JOB_TARGET_S / max(took, 1e-4))))
 
     def _backend(self, bundle: ModelBundle) -> LSTMBackend:
         """The new model's compute backend, for the fleet as it is now (it grows with it later)."""
@@ -180,13 +184,7 @@ class ModelFollower:
         backend = await asyncio.to_thread(self._backend, loaded)
         swap = await self._job(lambda: ModelSwap(self.pipeline, loaded, backend))
         try:
-            size = FIRST_REBUILD_SLOTS
-            done = False
-            while not done:
-                job_started = time.perf_counter()
-                done = await self._job(functools.partial(swap.rebuild_next, size))
-                took = time.perf_counter() - job_started
-                size = int(min(MAX_REBUILD_SLOTS, max(16, size * JOB_TARGET_S / max(took, 1e-4))))
+            await self._rebuild_all(swap.rebuild_next)
             previous = self.pipeline.predictor.version
             await self._job(lambda: self._switch(swap))
         except BaseException:

@@ -16,21 +16,20 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
-from streamer.codec import Alert, decode_alert, encode_reading
+from streamer.codec import Alert, encode_reading
 from streamer.config import Config, FeedbackConfig, RecordGateConfig
 from streamer.feedback.messages import encode_feedback, feedback_key, new_feedback
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
-from tests.integration.daemons import until
+from tests.integration.daemons import alerts_of, read_topic, taken_over, total, until
 
 pytestmark = pytest.mark.integration
 
@@ -73,38 +72,6 @@ async def send_feedback(config: Config, records: list[tuple[bytes | None, bytes]
             await producer.send_and_wait(config.kafka.feedback_topic, data, key=key)
     finally:
         await producer.stop()
-
-
-async def read_topic(config: Config, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=config.kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
-    await consumer.start()
-    out: list[bytes] = []
-    try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 1.5:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(record.value for record in records if record.value is not None)
-                idle_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return out
-
-
-async def alerts_of(config: Config) -> list[Alert]:
-    return [decode_alert(value) for value in await read_topic(config, config.kafka.alert_topic)]
-
-
-def total(daemon: Application, name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    return sum(sample.value for family in daemon.metrics.registry.collect() for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
-
-
-def taken_over(daemon: Application) -> bool:
-    consumer = daemon.consumer
-    return consumer is not None and bool(consumer.assignment()) and consumer.assignment() == set(
-        daemon.commits.active)
 
 
 def handled(daemon: Application) -> float:

@@ -26,13 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from models.bundle import default_bundle_path
 from models.registry import BundleRegistry
-from streamer.codec import Alert, decode_alert, encode_reading
+from streamer.codec import encode_reading
 from streamer.config import Config, RecordGateConfig
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
 from streamer.state.snapshots import decode_snapshot
 from tests.bundle_variants import bundle_variant, damage_weights
-from tests.integration.daemons import until
+from tests.integration.daemons import alerts_of, taken_over, total, until
 
 pytestmark = pytest.mark.integration
 
@@ -67,34 +67,6 @@ async def produce(config: Config, steps: range, spikes: dict[tuple[str, int], fl
     finally:
         await producer.stop()
     return len(futures)
-
-
-async def alerts_of(config: Config, topic: str | None = None) -> list[Alert]:
-    consumer = AIOKafkaConsumer(topic or config.kafka.alert_topic,
-                                bootstrap_servers=config.kafka.bootstrap_servers,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=50)
-    await consumer.start()
-    out: list[Alert] = []
-    try:
-        idle_since = time.monotonic()
-        while time.monotonic() - idle_since < 1.5:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(decode_alert(record.value) for record in records if record.value is not None)
-                idle_since = time.monotonic()
-    finally:
-        await consumer.stop()
-    return out
-
-
-def total(daemon: Application, name: str, **labels: str) -> float:
-    return sum(sample.value for family in daemon.metrics.registry.collect() for sample in family.samples
-               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
-
-
-def taken_over(daemon: Application) -> bool:
-    consumer = daemon.consumer
-    return consumer is not None and bool(consumer.assignment()) and consumer.assignment() == set(
-        daemon.commits.active)
 
 
 def scored_once(daemon: Application) -> float:
