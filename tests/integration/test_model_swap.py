@@ -134,12 +134,16 @@ async def test_a_promotion_swaps_the_model_while_consuming_and_a_rollback_swaps_
         produced += await produce(config, range(0, 60), {(DEVICES[1], 50): SPIKE})
         await until(lambda: scored_once(daemon) >= produced, 60, "warm-up not scored", task)
         # Promote while readings stream in: the swap happens between two batches of a live stream.
-        stream = asyncio.create_task(produce(config, range(60, 160), {(DEVICES[2], 150): SPIKE}, pace_s=0.02))
+        before = produced
+        stream = asyncio.create_task(produce(config, range(60, 130), pace_s=0.02))
         await asyncio.sleep(0.3)
         registry.promote(second)
+        await until(lambda: daemon.pipeline.predictor.version == second, 30, "promotion not followed", task)
+        at_swap = scored_once(daemon)
         produced += await stream
+        assert before < at_swap < produced  # the swap came while the stream was being consumed
+        produced += await produce(config, range(130, 160), {(DEVICES[2], 150): SPIKE})
         await until(lambda: scored_once(daemon) >= produced, 60, "stream not scored", task)
-        assert daemon.pipeline.predictor.version == second
         assert total(daemon, "streamer_model_swaps_total", role="current") == 1
 
         registry.rollback()
