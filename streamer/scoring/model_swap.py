@@ -37,8 +37,6 @@ from streamer.scoring.pipeline import ScoringPipeline, rebuild_from_rings
 
 # Scope of the fields of a model being prepared.
 SWAP_SCOPE = "swap_"
-# Model versions whose alerts operator feedback may still answer (the running one and the last replaced).
-KEPT_VERSIONS = 4
 
 
 class ModelSwap:
@@ -86,8 +84,6 @@ class ModelSwap:
         pipeline.predictor = self.predictor
         pipeline.staged = None
         pipeline.know_version(self.predictor.version)
-        # Operators may still answer alerts the replaced model raised (their ids name it).
-        pipeline.model_versions = [self.predictor.version, *pipeline.model_versions][:KEPT_VERSIONS]
 
     def abandon(self) -> None:
         """Give up: the running model stays and the prepared fields are freed."""

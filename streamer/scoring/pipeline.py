@@ -238,8 +238,6 @@ class ScoringPipeline:
         self.staged: Predictor | None = None
         # The registry's candidate scored in shadow (streamer.scoring.shadow).
         self.shadow: ShadowScorer | None = None
-        # The running model's version first, then those it replaced (a recent alert may name one).
-        self.model_versions: list[str] = [self.predictor.version]
         # The version each device's current or last episode opened with, as a key of known_versions.
         self.registry.table.add_field("ep_model", (), np.int64, 0)
         self.known_versions: dict[int, str] = {}
@@ -248,6 +246,11 @@ class ScoringPipeline:
     @property
     def _version_key(self) -> int:
         return version_key(self.predictor.version)
+
+    def _answerable_versions(self) -> list[str]:
+        """Versions an answered alert may name: the running one first, then those replaced or registered."""
+        current = self.predictor.version
+        return [current, *(version for version in self.known_versions.values() if version != current)]
 
     def know_version(self, version: str) -> None:
         """Let alerts of episodes opened by ``version`` name it (a model swapped in or out, a registry's)."""
@@ -305,8 +308,9 @@ class ScoringPipeline:
         rules = registry.table["reg_rule"][slots]
         changed: list[int] = []
         outcome: Applied | FeedbackRejection = Applied(0)
+        versions = self._answerable_versions()
         for index, slot in enumerate(slots.tolist()):
-            outcome = self.operators.apply(message, slot, registry.device_id(slot), self.model_versions,
+            outcome = self.operators.apply(message, slot, registry.device_id(slot), versions,
                                            int(seen[index]), int(last_ts[index]), int(rules[index]))
             if isinstance(outcome, Applied):
                 changed.append(slot)
