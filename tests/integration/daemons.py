@@ -6,12 +6,47 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamer.codec import Alert, decode_alert
+from streamer.codec import Alert, decode_alert, encode_reading
 from streamer.config import Config
 from streamer.runtime.application import Application
+
+# Event time of step 0 of a test fleet, and the time between its steps.
+BASE_TS = 1_700_000_000_000
+INTERVAL_MS = 100
+
+
+def fleet_value(device: int, step: int) -> float:
+    """Reading ``step`` of the ``device``-th device of a test fleet: a level, a slow wave, a little noise."""
+    rng = np.random.default_rng(device * 100_003 + step)
+    return float(10.0 + device + np.sin(step / 5.0 + device) + 0.05 * rng.standard_normal())
+
+
+async def produce_fleet(config: Config, steps: range, spikes: dict[tuple[str, int], float] | None = None, *,
+                        devices: list[str], pace_s: float = 0.0) -> int:
+    """Readings of every device for ``steps`` (plus ``spikes`` by device and step); returns how many.
+
+    ``pace_s`` between steps makes a live stream instead of a backlog.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for step in steps:
+            for d, device_id in enumerate(devices):
+                reading = fleet_value(d, step) + (spikes or {}).get((device_id, step), 0.0)
+                futures.append(await producer.send(
+                    config.kafka.input_topic, key=device_id.encode(),
+                    value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
+            if pace_s:
+                await asyncio.sleep(pace_s)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float, message: str,

@@ -13,6 +13,7 @@ decisions. (Restore across a rebalance: tests/integration/test_state_handover.py
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -20,48 +21,34 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamer.codec import Alert, encode_reading
+from streamer.codec import Alert
 from streamer.config import Config, FeedbackConfig, RecordGateConfig
 from streamer.feedback.messages import encode_feedback, feedback_key, new_feedback
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
-from tests.integration.daemons import alerts_of, read_topic, taken_over, total, until
+from tests.integration.daemons import (
+    BASE_TS,
+    INTERVAL_MS,
+    alerts_of,
+    produce_fleet,
+    read_topic,
+    taken_over,
+    total,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
 DEVICES = [f"fb-{i:02d}" for i in range(6)]
 WARMUP = 20
-BASE_TS = 1_700_000_000_000
-INTERVAL_MS = 100
 SPIKE = 8.0  # far above the noise, yet a finite surprise (a score below 1)
 BUMP = 3.0  # a surprise of 7-10 at the steps used: under the method's bar (14.4), over a quarter of it
 SHIFT = 6.0  # a level shift
-
-
-def value(device: int, step: int) -> float:
-    rng = np.random.default_rng(device * 100_003 + step)
-    return float(10.0 + device + np.sin(step / 5.0 + device) + 0.05 * rng.standard_normal())
-
-
-async def produce(config: Config, steps: range, spikes: dict[tuple[str, int], float] | None = None) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = []
-        for step in steps:
-            for d, device_id in enumerate(DEVICES):
-                reading = value(d, step) + (spikes or {}).get((device_id, step), 0.0)
-                futures.append(await producer.send(
-                    config.kafka.input_topic, key=device_id.encode(),
-                    value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return len(futures)
+# Readings of this test's fleet (tests.integration.daemons.produce_fleet).
+produce = functools.partial(produce_fleet, devices=DEVICES)
 
 
 async def send_feedback(config: Config, records: list[tuple[bytes | None, bytes]]) -> None:

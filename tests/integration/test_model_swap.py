@@ -12,6 +12,7 @@ restored, forecaster rebuilt from the ring buffer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import subprocess
 import sys
@@ -22,51 +23,24 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from models.bundle import default_bundle_path
 from models.registry import BundleRegistry
-from streamer.codec import encode_reading
 from streamer.config import Config, RecordGateConfig
 from streamer.metrics import Metrics
 from streamer.runtime.application import Application
 from streamer.state.snapshots import decode_snapshot
 from tests.bundle_variants import bundle_variant, damage_weights
-from tests.integration.daemons import alerts_of, taken_over, total, until
+from tests.integration.daemons import BASE_TS, INTERVAL_MS, alerts_of, produce_fleet, taken_over, total, until
 
 pytestmark = pytest.mark.integration
 
 DEVICES = [f"sw-{i:02d}" for i in range(8)]
 WARMUP = 20
-BASE_TS = 1_700_000_000_000
-INTERVAL_MS = 100
 SPIKE = 8.0
-
-
-def value(device: int, step: int) -> float:
-    rng = np.random.default_rng(device * 100_003 + step)
-    return float(10.0 + device + np.sin(step / 5.0 + device) + 0.05 * rng.standard_normal())
-
-
-async def produce(config: Config, steps: range, spikes: dict[tuple[str, int], float] | None = None,
-                  pace_s: float = 0.0) -> int:
-    """Readings of every device for ``steps`` (``pace_s`` between steps: a live stream)."""
-    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = []
-        for step in steps:
-            for d, device_id in enumerate(DEVICES):
-                reading = value(d, step) + (spikes or {}).get((device_id, step), 0.0)
-                futures.append(await producer.send(
-                    config.kafka.input_topic, key=device_id.encode(),
-                    value=encode_reading(device_id, BASE_TS + step * INTERVAL_MS, reading)))
-            if pace_s:
-                await asyncio.sleep(pace_s)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return len(futures)
+# Readings of this test's fleet (tests.integration.daemons.produce_fleet).
+produce = functools.partial(produce_fleet, devices=DEVICES)
 
 
 def scored_once(daemon: Application) -> float:
